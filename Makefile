@@ -1,0 +1,23 @@
+# The two entry points: `make demo` and `make test`. Each installs what it needs.
+.PHONY: demo test lint bootstrap bench fuzz clean
+
+bootstrap:
+	@scripts/bootstrap
+
+demo: bootstrap
+	@.venv/bin/python -m isolation.demo
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+test: bootstrap lint
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python fuzz/run_all.py --seconds $${FUZZ_SECONDS:-20}
+
+bench: bootstrap
+	.venv/bin/python bench/envelope.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""The one exception hierarchy of ``isolation``.
+
+::
+
+    IsolationError                    root; ``diagnostics()`` says what to do
+    ├── EnvelopeRejected              an envelope failed to open (one type, a reason code)
+    ├── KeysetError                   a keyset file or key lookup is unusable
+    │   └── RotationError             a rotation step would break open envelopes
+    ├── PayloadError                  a value cannot travel in an envelope
+    ├── ConfigurationError            settings, environments, keyring paths
+    ├── IsolationViolation            isolated code tried to call back into Airflow
+    └── IsolatedTaskError             the isolated task ended badly (host side)
+        ├── IsolatedTaskFailed
+        ├── IsolatedTaskRejected
+        └── IsolatedTaskViolation
+
+Messages never contain payload content: connection fields, variable values and
+operator arguments may be secrets.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ConfigurationError",
+    "EnvelopeRejected",
+    "IsolatedTaskError",
+    "IsolatedTaskFailed",
+    "IsolatedTaskRejected",
+    "IsolatedTaskViolation",
+    "IsolationError",
+    "IsolationViolation",
+    "KeysetError",
+    "PayloadError",
+    "RejectReason",
+    "RotationError",
+]
+
+
+class IsolationError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def diagnostics(self) -> str:
+        """The message plus what the user can do about it."""
+        if self.hint:
+            return f"{self.message}\nhint: {self.hint}"
+        return self.message
+
+
+class RejectReason(str, enum.Enum):
+    """Machine-readable reason an envelope was refused (stable strings)."""
+
+    BAD_FORMAT = "bad-format"
+    UNSUPPORTED_VERSION = "unsupported-version"
+    TOO_LARGE = "too-large"
+    UNKNOWN_KEY = "unknown-key"
+    REVOKED_KEY = "revoked-key"
+    BAD_SIGNATURE = "bad-signature"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    WRONG_AUDIENCE = "wrong-audience"
+    WRONG_SUBJECT = "wrong-subject"
+    DECRYPT_FAILED = "decrypt-failed"
+    BAD_PAYLOAD = "bad-payload"
+
+
+_REJECT_HINTS: dict[RejectReason, str] = {
+    RejectReason.BAD_FORMAT: "the envelope is damaged or not an isolation envelope; reseal it",
+    RejectReason.UNSUPPORTED_VERSION: "upgrade apache-airflow-providers-isolation in the environment",
+    RejectReason.TOO_LARGE: "pass fewer or smaller connections, variables or arguments",
+    RejectReason.UNKNOWN_KEY: "distribute the host's current public keys to this environment "
+    "(isolationctl keys export) or check the environment name",
+    RejectReason.REVOKED_KEY: "the key was revoked; reseal with the current primary key",
+    RejectReason.BAD_SIGNATURE: "the envelope was altered or signed by an untrusted host",
+    RejectReason.EXPIRED: "the envelope outlived its lifetime; retry the task or raise the lifetime",
+    RejectReason.NOT_YET_VALID: "the clocks of host and environment disagree; fix clock sync",
+    RejectReason.WRONG_AUDIENCE: "the envelope was sealed for another environment",
+    RejectReason.WRONG_SUBJECT: "the envelope was sealed for another task instance",
+    RejectReason.DECRYPT_FAILED: "the environment's private key does not match; redeploy its keys",
+    RejectReason.BAD_PAYLOAD: "host and environment disagree on the payload schema; align versions",
+}
+
+
+class EnvelopeRejected(IsolationError):
+    """An envelope could not be opened. The only error ``open_envelope`` raises."""
+
+    def __init__(self, reason: RejectReason, detail: str = "", *, key_id: str | None = None) -> None:
+        self.reason = reason
+        self.key_id = key_id
+        text = f"envelope rejected ({reason.value})"
+        if detail:
+            text += f": {detail}"
+        if key_id:
+            text += f" [key {key_id}]"
+        super().__init__(text, hint=_REJECT_HINTS.get(reason, ""))
+
+
+class KeysetError(IsolationError):
+    """A keyset is malformed, inconsistent, or lacks the key asked for."""
+
+
+class RotationError(KeysetError):
+    """A rotation step was refused because it could make valid envelopes fail."""
+
+
+class PayloadError(IsolationError):
+    """A value cannot be carried in an envelope (type, size or nesting)."""
+
+
+class ConfigurationError(IsolationError):
+    """Settings, environment definitions or keyring locations are unusable."""
+
+
+class IsolationViolation(IsolationError):
+    """Isolated code attempted a call back into Airflow that the contract forbids."""
+
+    contract = "isolation no-callback contract"
+
+    def __init__(self, action: str) -> None:
+        super().__init__(
+            f"{action} is forbidden inside an isolated task ({self.contract}): the isolated "
+            "environment has no access to Airflow's database, API or supervisor",
+            hint="return the value as XCom and let a host-side task write it",
+        )
+        self.action = action
+
+
+class IsolatedTaskError(IsolationError):
+    """Host side: the isolated task did not succeed."""
+
+
+class IsolatedTaskFailed(IsolatedTaskError):
+    """The wrapped operator raised or the runtime failed."""
+
+
+class IsolatedTaskRejected(IsolatedTaskError):
+    """The environment refused the envelope."""
+
+
+class IsolatedTaskViolation(IsolatedTaskError):
+    """The isolated task broke the no-callback contract."""

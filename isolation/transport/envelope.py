@@ -1,0 +1,214 @@
+"""Seal and open envelope v1: HPKE for confidentiality, Ed25519 for origin.
+
+Encrypt-then-sign with cross-binding: the header is part of the HPKE ``info`` and
+the signature covers a length-prefixed encoding of magic, version, header, HPKE
+``enc`` and ciphertext. Opening authenticates the received bytes before it
+decrypts anything, and every failure is :class:`~isolation.errors.EnvelopeRejected`.
+The byte layout and every rule are normative in ``docs/envelope.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from isolation.errors import EnvelopeRejected, KeysetError, PayloadError
+from isolation.errors import RejectReason as R
+from isolation.transport import _b64, _header, _suites
+from isolation.transport._header import Header, Subject
+from isolation.transport.keyset import Key, Keyset, KeyStatus, Purpose
+
+MAGIC = b"ISOL"
+VERSION = 1
+PREFIX = MAGIC + bytes([VERSION])
+SIGNATURE_LENGTH = 64
+TAG_LENGTH = 16
+
+ENV_VAR_LIMIT = 96 * 1024
+"""Largest envelope text for the environment-variable transport (characters)."""
+FILE_LIMIT = 1024 * 1024
+"""Largest envelope text for file, Secret and pipe transports (characters)."""
+
+DEFAULT_LIFETIME = 3600
+MAX_LIFETIME = 7 * 86400
+DEFAULT_SKEW = 60
+
+_SIGNATURE_DST = b"isolation/envelope/v1/signature\x00"
+_LEN = struct.Struct(">Q")
+_HEADER_LEN = struct.Struct(">H")
+_FIXED = len(PREFIX) + _HEADER_LEN.size
+
+
+@dataclass(frozen=True)
+class OpenedBytes:
+    header: Header
+    plaintext: bytes
+
+
+def _lp(part: bytes) -> bytes:
+    return _LEN.pack(len(part)) + part
+
+
+def signed_message(header: bytes, enc: bytes, ciphertext: bytes) -> bytes:
+    """The exact bytes the Ed25519 signature covers."""
+    return b"".join((_SIGNATURE_DST, _lp(PREFIX), _lp(header), _lp(enc), _lp(ciphertext)))
+
+
+def hpke_info(header: bytes) -> bytes:
+    """HPKE ``info``: magic, version and the header bytes as sent."""
+    return PREFIX + header
+
+
+def seal_bytes(
+    plaintext: bytes,
+    *,
+    signer: Keyset,
+    recipient: Keyset,
+    subject: Subject,
+    payload_schema: int = 1,
+    lifetime: int = DEFAULT_LIFETIME,
+    now: int | None = None,
+    envelope_id: bytes | None = None,
+) -> bytes:
+    """Seal raw bytes to the primary key of ``recipient``, signed by ``signer``'s primary.
+
+    ``now`` and ``envelope_id`` exist so tests and vectors can be exact.
+    """
+    if signer.purpose is not Purpose.SIGNER or recipient.purpose is not Purpose.RECIPIENT:
+        raise KeysetError("seal needs a signer keyset and a recipient keyset, in that order")
+    if not 0 < lifetime <= MAX_LIFETIME:
+        raise PayloadError(f"envelope lifetime must be 1 to {MAX_LIFETIME} seconds")
+    try:
+        _header.check_subject(subject)
+        _header.check_audience(recipient.name)
+    except ValueError as exc:
+        raise PayloadError(f"cannot address the envelope: {exc}") from None
+    sign_key = signer.primary()
+    seal_key = recipient.primary()
+    issued = int(time.time()) if now is None else int(now)
+    header = Header(
+        suite=seal_key.algorithm.suite,
+        recipient_kid=seal_key.kid_bytes,
+        signer_kid=sign_key.kid_bytes,
+        audience=recipient.name,
+        subject=subject,
+        issued_at=issued,
+        expires_at=issued + lifetime,
+        envelope_id=os.urandom(16) if envelope_id is None else envelope_id,
+        payload_schema=payload_schema,
+    ).encode()
+    if len(header) > _header.MAX_HEADER_BYTES:
+        raise PayloadError(f"envelope header exceeds {_header.MAX_HEADER_BYTES} bytes; shorten the ids")
+    suite = _suites.SUITES[seal_key.algorithm.suite]
+    enc, ciphertext = suite.encrypt(plaintext, seal_key.public_key(), hpke_info(header))
+    signature = sign_key.private_key().sign(signed_message(header, enc, ciphertext))
+    return b"".join((PREFIX, _HEADER_LEN.pack(len(header)), header, enc, ciphertext, signature))
+
+
+def _lookup(keysets: Sequence[Keyset], kid: bytes, role: str) -> Key:
+    hexkid = kid.hex()
+    for keyset in keysets:
+        key = keyset.find(hexkid)
+        if key is not None:
+            if key.status is KeyStatus.REVOKED:
+                raise EnvelopeRejected(R.REVOKED_KEY, f"{role} key is revoked", key_id=hexkid)
+            return key
+    raise EnvelopeRejected(R.UNKNOWN_KEY, f"no trusted {role} key has this id", key_id=hexkid)
+
+
+def open_bytes(
+    data: bytes,
+    *,
+    signers: Keyset | Sequence[Keyset],
+    recipient: Keyset,
+    audience: str | None = None,
+    subject: Subject | None = None,
+    now: int | None = None,
+    skew: int = DEFAULT_SKEW,
+    max_lifetime: int = MAX_LIFETIME,
+    supported_schemas: tuple[int, ...] = (1,),
+) -> OpenedBytes:
+    """Verify, check and decrypt a binary envelope. Raises only :class:`EnvelopeRejected`.
+
+    ``audience`` defaults to the recipient keyset's environment name. ``subject``,
+    when given, must equal the header's subject exactly.
+    """
+    trusted = [signers] if isinstance(signers, Keyset) else list(signers)
+    if len(data) < _FIXED:
+        raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
+    if data[: len(MAGIC)] != MAGIC:
+        raise EnvelopeRejected(R.BAD_FORMAT, "not an isolation envelope (bad magic)")
+    if data[len(MAGIC)] != VERSION:
+        raise EnvelopeRejected(R.UNSUPPORTED_VERSION, f"envelope version {data[len(MAGIC)]} is not supported")
+    (header_length,) = _HEADER_LEN.unpack_from(data, len(PREFIX))
+    if not 0 < header_length <= _header.MAX_HEADER_BYTES:
+        raise EnvelopeRejected(R.BAD_FORMAT, "header length out of range")
+    header_bytes = data[_FIXED : _FIXED + header_length]
+    if len(header_bytes) != header_length:
+        raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
+    try:
+        header = _header.decode(header_bytes)
+    except ValueError as exc:
+        raise EnvelopeRejected(R.BAD_FORMAT, str(exc)) from None
+    suite = _suites.SUITES.get(header.suite)
+    if suite is None:
+        raise EnvelopeRejected(R.UNSUPPORTED_VERSION, f"suite {header.suite} is not supported")
+    body = data[_FIXED + header_length :]
+    if len(body) < suite.enc_length + TAG_LENGTH + SIGNATURE_LENGTH:
+        raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
+    enc = body[: suite.enc_length]
+    ciphertext = body[suite.enc_length : -SIGNATURE_LENGTH]
+    signature = body[-SIGNATURE_LENGTH:]
+
+    # Origin first: nothing below runs for bytes a trusted host did not sign.
+    signer_key = _lookup(trusted, header.signer_kid, "signer")
+    if not _suites.verify(signer_key.public_key(), signature, signed_message(header_bytes, enc, ciphertext)):
+        raise EnvelopeRejected(R.BAD_SIGNATURE, "signature does not verify", key_id=signer_key.kid)
+
+    clock = int(time.time()) if now is None else int(now)
+    if header.expires_at <= header.issued_at or header.expires_at - header.issued_at > max_lifetime:
+        raise EnvelopeRejected(R.BAD_FORMAT, "envelope lifetime is out of range")
+    if clock > header.expires_at + skew:
+        raise EnvelopeRejected(R.EXPIRED, f"expired {clock - header.expires_at} s ago")
+    if header.issued_at > clock + skew:
+        raise EnvelopeRejected(R.NOT_YET_VALID, f"issued {header.issued_at - clock} s in the future")
+    expected_audience = recipient.name if audience is None else audience
+    if header.audience != expected_audience:
+        raise EnvelopeRejected(R.WRONG_AUDIENCE, f"sealed for environment {header.audience!r}")
+    if subject is not None and header.subject != subject:
+        raise EnvelopeRejected(R.WRONG_SUBJECT, f"sealed for {header.subject}")
+    if header.payload_schema not in supported_schemas:
+        raise EnvelopeRejected(R.UNSUPPORTED_VERSION, f"payload schema {header.payload_schema} is not supported")
+
+    recipient_key = _lookup([recipient], header.recipient_kid, "recipient")
+    if recipient_key.algorithm.suite != header.suite:
+        raise EnvelopeRejected(R.UNKNOWN_KEY, "recipient key is for another suite", key_id=recipient_key.kid)
+    try:
+        plaintext = suite.decrypt(enc, ciphertext, recipient_key.private_key(), hpke_info(header_bytes))
+    except KeysetError:
+        raise EnvelopeRejected(R.UNKNOWN_KEY, "recipient keyset has no private keys", key_id=recipient_key.kid) from None
+    except Exception:  # InvalidTag, ValueError: one reason, no detail
+        raise EnvelopeRejected(R.DECRYPT_FAILED, key_id=recipient_key.kid) from None
+    return OpenedBytes(header, plaintext)
+
+
+def to_text(envelope: bytes) -> str:
+    """The canonical unpadded base64url text used by every transport."""
+    return _b64.encode(envelope)
+
+
+def from_text(text: str | bytes, *, max_size: int = FILE_LIMIT) -> bytes:
+    """Size-check, then decode envelope text; non-canonical text is rejected."""
+    if not isinstance(text, (str, bytes, bytearray, memoryview)):
+        raise EnvelopeRejected(R.BAD_FORMAT, "envelope must be text")
+    if len(text) > max_size:
+        raise EnvelopeRejected(R.TOO_LARGE, f"envelope text is {len(text)} characters, limit {max_size}")
+    if len(text) == 0:
+        raise EnvelopeRejected(R.BAD_FORMAT, "envelope is empty")
+    try:
+        return _b64.decode(bytes(text) if not isinstance(text, str) else text)
+    except ValueError as exc:
+        raise EnvelopeRejected(R.BAD_FORMAT, str(exc)) from None

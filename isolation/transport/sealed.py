@@ -1,0 +1,93 @@
+"""The recipe: seal a :class:`Payload` to text, open text back to a payload."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from isolation.errors import EnvelopeRejected, PayloadError
+from isolation.errors import RejectReason as R
+from isolation.transport import _codec, envelope
+from isolation.transport._header import Header, Subject
+from isolation.transport.keyset import Keyset
+
+if TYPE_CHECKING:
+    from isolation.transport.payload import Payload
+
+
+@dataclass(frozen=True)
+class OpenedEnvelope:
+    header: Header
+    payload: Payload
+
+
+def subject_of(payload: Payload) -> Subject:
+    ctx = payload.context
+    return Subject(ctx.dag_id, ctx.task_id, ctx.run_id, ctx.map_index, ctx.try_number)
+
+
+def seal_envelope(
+    payload: Payload,
+    *,
+    signer: Keyset,
+    recipient: Keyset,
+    lifetime: int = envelope.DEFAULT_LIFETIME,
+    max_text_size: int = envelope.FILE_LIMIT,
+    now: int | None = None,
+    envelope_id: bytes | None = None,
+) -> str:
+    """Seal ``payload`` for the environment named by ``recipient``; return envelope text.
+
+    The subject is taken from ``payload.context``. Raises :class:`PayloadError` if the
+    text would exceed ``max_text_size`` (use ``envelope.ENV_VAR_LIMIT`` for env vars).
+    """
+    plaintext = _codec.pack(payload.to_wire())
+    sealed = envelope.seal_bytes(
+        plaintext,
+        signer=signer,
+        recipient=recipient,
+        subject=subject_of(payload),
+        payload_schema=payload.schema_version,
+        lifetime=lifetime,
+        now=now,
+        envelope_id=envelope_id,
+    )
+    text = envelope.to_text(sealed)
+    if len(text) > max_text_size:
+        raise PayloadError(
+            f"sealed envelope is {len(text)} characters, over the transport limit of {max_text_size}",
+            hint="pass fewer or smaller connections, variables, arguments or XCom inputs",
+        )
+    return text
+
+
+def open_envelope(
+    text: str | bytes,
+    *,
+    signers: Keyset | Sequence[Keyset],
+    recipient: Keyset,
+    audience: str | None = None,
+    subject: Subject | None = None,
+    max_text_size: int = envelope.FILE_LIMIT,
+    now: int | None = None,
+    skew: int = envelope.DEFAULT_SKEW,
+) -> OpenedEnvelope:
+    """Open envelope text. Every failure is :class:`EnvelopeRejected` with a reason code."""
+    data = envelope.from_text(text, max_size=max_text_size)
+    opened = envelope.open_bytes(
+        data, signers=signers, recipient=recipient, audience=audience, subject=subject, now=now, skew=skew
+    )
+    from pydantic import ValidationError
+
+    from isolation.transport.payload import Payload
+
+    try:
+        wire = _codec.unpack(opened.plaintext)
+        payload = Payload.model_validate(wire)
+    except (ValueError, ValidationError, PayloadError):
+        # Never quote the validation error: it would echo payload content.
+        raise EnvelopeRejected(R.BAD_PAYLOAD, "payload does not match schema version 1") from None
+    if subject_of(payload) != opened.header.subject:
+        raise EnvelopeRejected(R.WRONG_SUBJECT, "payload context disagrees with the signed header")
+    return OpenedEnvelope(opened.header, payload)
