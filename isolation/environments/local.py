@@ -1,0 +1,215 @@
+"""Local environments: a virtualenv per environment, built from its spec and cached.
+
+Layout under ``ISOLATION_ENVS_HOME`` (default ``~/.local/share/isolation/envs``)::
+
+    <name>/venv/               the interpreter the local backend runs
+    <name>/keys/               the environment's keys directory (see isolation.keyring)
+    <name>/environment.json    what was built: fingerprint, python, airflow version
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from isolation.environments.spec import EnvironmentSpec, check_name
+from isolation.errors import ConfigurationError
+from isolation.keyring import EnvironmentKeys, HostKeyring
+from isolation.transport.keyset import Keyset
+
+MARKER = "environment.json"
+RUNTIME_REQUIREMENTS = ("cryptography>=48", "msgpack>=1.0.5", "pydantic>=2.6")
+_PROBE = (
+    "import json, sys\n"
+    "try:\n    import airflow; v = airflow.__version__\n"
+    "except Exception: v = None\n"
+    "print(json.dumps({'python_version': '%d.%d.%d' % sys.version_info[:3], 'airflow': v}))\n"
+)
+
+
+def envs_home() -> Path:
+    configured = os.environ.get("ISOLATION_ENVS_HOME")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "isolation" / "envs"
+
+
+@dataclass(frozen=True)
+class LocalEnvironment:
+    """A built local environment, as recorded in its marker file."""
+
+    name: str
+    root: Path
+    python: Path
+    keys_dir: Path
+    python_version: str
+    airflow_version: str | None
+    fingerprint: str
+
+
+def find_python(version: str) -> Path:
+    """Find an interpreter for ``3.X``: PATH first, then pyenv's versions."""
+    candidates: list[str] = []
+    found = shutil.which(f"python{version}")
+    if found:
+        candidates.append(found)
+    pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", f"{version}.*", "bin", f"python{version}")))
+    if sys.version.startswith(f"{version}."):
+        candidates.append(sys.executable)
+    for candidate in candidates:
+        try:
+            out = subprocess.run(
+                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() == version:
+            return Path(candidate)
+    raise ConfigurationError(
+        f"no Python {version} interpreter found",
+        hint=f"install it (e.g. `pyenv install {version}`) or put python{version} on PATH",
+    )
+
+
+def _source_fingerprint(source: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted((source / "isolation").rglob("*.py")):
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+    digest.update((source / "pyproject.toml").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _run(cmd: list[str], what: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))}
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
+        raise ConfigurationError(f"{what} failed:\n{tail}", hint="check the environment's requirements.txt")
+
+
+def _install(python: Path, packages: list[str], what: str, *, no_deps: bool = False, reinstall: bool = False) -> None:
+    uv = shutil.which("uv")
+    if uv:
+        cmd = [uv, "pip", "install", "--quiet", "--python", str(python)]
+        cmd += ["--no-deps"] if no_deps else []
+        cmd += ["--reinstall-package", "apache-airflow-providers-isolation"] if reinstall else []
+    else:
+        cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        cmd += ["--no-deps"] if no_deps else []
+        cmd += ["--force-reinstall"] if reinstall else []
+    _run(cmd + packages, what)
+
+
+def _create_venv(interpreter: Path, venv: Path) -> Path:
+    if venv.exists():
+        shutil.rmtree(venv)
+    uv = shutil.which("uv")
+    if uv:
+        _run([uv, "venv", "--quiet", "--seed", "--python", str(interpreter), str(venv)], "creating the virtualenv")
+    else:
+        _run([str(interpreter), "-m", "venv", str(venv)], "creating the virtualenv")
+    return venv / "bin" / "python"
+
+
+def _read_marker(root: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def build_local(
+    spec: EnvironmentSpec,
+    *,
+    keyring: HostKeyring,
+    home: Path | None = None,
+    project_source: Path | None = None,
+    force: bool = False,
+) -> LocalEnvironment:
+    """Build (or reuse) the virtualenv of ``spec`` and provision its keys.
+
+    ``project_source`` installs this project from a source tree (tests, demo); without
+    it, the environment's requirements must name ``apache-airflow-providers-isolation``.
+    Rebuilds only when the spec's fingerprint changed; re-installs the project when its
+    source changed.
+    """
+    root = (home or envs_home()) / spec.name
+    root.mkdir(parents=True, exist_ok=True)
+    marker = _read_marker(root) or {}
+    python = root / "venv" / "bin" / "python"
+    fingerprint = spec.fingerprint()
+    if force or marker.get("fingerprint") != fingerprint or not python.exists():
+        python = _create_venv(find_python(spec.python_version), root / "venv")
+        requirements = list(spec.requirements) + list(RUNTIME_REQUIREMENTS)
+        _install(python, requirements, f"installing the requirements of environment {spec.name!r}")
+        marker = {"fingerprint": fingerprint}
+    if project_source is not None:
+        source_print = _source_fingerprint(project_source)
+        if marker.get("source") != source_print:
+            _install(python, [str(project_source)], "installing isolation into the environment", no_deps=True, reinstall=True)
+            marker["source"] = source_print
+    probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, check=False, timeout=120)
+    if probe.returncode != 0:
+        raise ConfigurationError(f"environment {spec.name!r} does not start: {probe.stderr.strip()[-500:]}")
+    versions = json.loads(probe.stdout)
+    keys_dir = _provision_keys(spec, root / "keys", keyring)
+    marker.update({"name": spec.name, "python": str(python), **versions})
+    (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return LocalEnvironment(spec.name, root, python, keys_dir, versions["python_version"], versions["airflow"], fingerprint)
+
+
+def _provision_keys(spec: EnvironmentSpec, keys_dir: Path, keyring: HostKeyring) -> Path:
+    """Keep the environment's private keyset; (re)export public halves both ways."""
+    signer = keyring.init()
+    recipient_file = keys_dir / "recipient.json"
+    if recipient_file.exists():
+        recipient = Keyset.load(recipient_file)
+        if recipient.name != spec.name:
+            raise ConfigurationError(f"{recipient_file} belongs to environment {recipient.name!r}, not {spec.name!r}")
+    else:
+        recipient = Keyset.generate_recipient(spec.name, suite=spec.suite)
+    EnvironmentKeys.provision(keys_dir, recipient, signer)
+    keyring.save_recipient(recipient)
+    return keys_dir
+
+
+def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:
+    """The built local environment called ``name``; a clear error if it is not there."""
+    check_name(name)
+    root = (home or envs_home()) / name
+    marker = _read_marker(root)
+    if marker is None:
+        raise ConfigurationError(
+            f"local environment {name!r} is not built (looked in {root})",
+            hint=f"build it: isolationctl deploy --local {name}, or set ISOLATION_ENVS_HOME",
+        )
+    python = Path(marker.get("python", root / "venv" / "bin" / "python"))
+    if not os.access(python, os.X_OK):
+        raise ConfigurationError(
+            f"local environment {name!r} has no working interpreter at {python}",
+            hint=f"rebuild it: isolationctl deploy --local {name}",
+        )
+    return LocalEnvironment(
+        name,
+        root,
+        python,
+        root / "keys",
+        str(marker.get("python_version", "")),
+        marker.get("airflow"),
+        str(marker.get("fingerprint", "")),
+    )

@@ -1,0 +1,78 @@
+"""What defines an environment: ``environments/<name>/`` in a project.
+
+    environments/<name>/
+      python-version       one line, e.g. ``3.12``
+      requirements.txt     pip requirements (Airflow and the operator's libraries)
+      system-packages.txt  optional: Debian packages for the image (Kubernetes)
+      Dockerfile           optional: image build for Kubernetes
+      suite                optional: envelope suite for its keys, ``1`` (default) or ``2``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from isolation.errors import ConfigurationError
+
+NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+_PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    name: str
+    directory: Path
+    python_version: str
+    requirements: tuple[str, ...]
+    suite: int = 1
+
+    def fingerprint(self) -> str:
+        """Changes whenever what the environment is built from changes."""
+        digest = hashlib.sha256()
+        digest.update(f"{self.python_version}\n{self.suite}\n".encode())
+        for line in self.requirements:
+            digest.update(line.encode() + b"\n")
+        return digest.hexdigest()[:16]
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"invalid environment name {name!r}",
+            hint="use lowercase letters, digits, '.', '_' and '-', at most 63 characters",
+        )
+    return name
+
+
+def load_spec(directory: str | Path) -> EnvironmentSpec:
+    """Read ``environments/<name>/``; the directory name is the environment name."""
+    path = Path(directory)
+    name = check_name(path.name)
+    if not path.is_dir():
+        raise ConfigurationError(f"environment {name!r}: {path} is not a directory")
+    version_file = path / "python-version"
+    if not version_file.is_file():
+        raise ConfigurationError(
+            f"environment {name!r} has no python-version file", hint=f"write e.g. 3.12 into {version_file}"
+        )
+    version = version_file.read_text().strip()
+    if not _PYTHON_VERSION.fullmatch(version):
+        raise ConfigurationError(f"environment {name!r}: python-version must look like 3.12, not {version!r}")
+    requirements: list[str] = []
+    req_file = path / "requirements.txt"
+    if req_file.is_file():
+        for raw in req_file.read_text().splitlines():
+            line = raw.split("#", 1)[0].strip()
+            if line:
+                requirements.append(line)
+    suite_file = path / "suite"
+    suite = 1
+    if suite_file.is_file():
+        text = suite_file.read_text().strip()
+        if text not in ("1", "2"):
+            raise ConfigurationError(f"environment {name!r}: suite must be 1 or 2, not {text!r}")
+        suite = int(text)
+    return EnvironmentSpec(name, path, version, tuple(requirements), suite)

@@ -1,0 +1,43 @@
+"""The real isolated environments the integration and end-to-end tests run in.
+
+Built once from ``environments/<name>/`` with the project installed from this source
+tree, then cached between runs under ``ISOLATION_TEST_CACHE`` (default
+``~/.cache/isolation-tests``). A missing Python version fails loudly with what to
+install; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from isolation.environments import LocalEnvironment, build_local, load_spec
+from isolation.keyring import HostKeyring
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS = ROOT / "environments"
+# Airflow 2 on Python 3.12, Airflow 3 on Python 3.13; the host runs Airflow 3 on 3.11.
+LEGACY = "legacy"
+MODERN = "modern"
+
+
+def cache_root() -> Path:
+    configured = os.environ.get("ISOLATION_TEST_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "isolation-tests"
+
+
+def test_keyring() -> HostKeyring:
+    keyring = HostKeyring.open(cache_root() / "keyring")
+    keyring.init()
+    return keyring
+
+
+def envs_home() -> Path:
+    return cache_root() / "envs"
+
+
+def get_env(name: str) -> LocalEnvironment:
+    """Build (first time) or reuse the cached environment ``name``."""
+    return build_local(
+        load_spec(ENVIRONMENTS / name), keyring=test_keyring(), home=envs_home(), project_source=ROOT
+    )
