@@ -26,7 +26,7 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "isolation-tests"
 
 
-def test_keyring() -> HostKeyring:
+def host_keyring() -> HostKeyring:
     keyring = HostKeyring.open(cache_root() / "keyring")
     keyring.init()
     return keyring
@@ -39,5 +39,5 @@ def envs_home() -> Path:
 def get_env(name: str) -> LocalEnvironment:
     """Build (first time) or reuse the cached environment ``name``."""
     return build_local(
-        load_spec(ENVIRONMENTS / name), keyring=test_keyring(), home=envs_home(), project_source=ROOT
+        load_spec(ENVIRONMENTS / name), keyring=host_keyring(), home=envs_home(), project_source=ROOT
     )
