@@ -24,10 +24,4 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Isolation", "python-modules": ["isolation.operators.isolated"]},
         ],
-        "connection-types": [
-            {
-                "connection-type": "isolation",
-                "hook-class-name": "isolation.operators.keyring_hook.IsolationKeyringHook",
-            }
-        ],
     }

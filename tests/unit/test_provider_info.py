@@ -1,0 +1,37 @@
+"""The provider's metadata is what Airflow's ProvidersManager expects."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import airflow
+import jsonschema
+
+from isolation.provider_info import get_provider_info
+
+
+def test_provider_info_matches_airflow_schema() -> None:
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_entry_point_is_registered() -> None:
+    found = [ep for ep in entry_points(group="apache_airflow_provider") if ep.value.startswith("isolation.")]
+    assert [ep.load()()["package-name"] for ep in found] == ["apache-airflow-providers-isolation"]
+
+
+def test_declared_modules_import() -> None:
+    for group in get_provider_info()["operators"]:
+        for module in group["python-modules"]:
+            assert importlib.import_module(module)
+
+
+def test_shim_reexports_the_operator() -> None:
+    from airflow.providers.isolation.operators import IsolatedOperator
+
+    import isolation
+
+    assert IsolatedOperator is isolation.IsolatedOperator
