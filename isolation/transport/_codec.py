@@ -105,8 +105,7 @@ def check(value: Any, where: str = "value") -> None:
                 stack.append((v, f"{path}[{k!r}]", depth + 1))
             continue
         raise PayloadError(
-            f"{path} has type {type(obj).__module__}.{type(obj).__qualname__}, which cannot travel "
-            "in an envelope",
+            f"{path} has type {type(obj).__module__}.{type(obj).__qualname__}, which cannot travel in an envelope",
             hint="pass plain data (str, int, float, bool, None, bytes, list, dict, datetime, "
             "date, timedelta) or a module-level function",
         )
@@ -152,9 +151,10 @@ def pack(value: Any) -> bytes:
     """Encode a checked value; the output is canonical for the value."""
     check(value)
     try:
-        return msgpack.packb(value, default=_default, use_bin_type=True, strict_types=False)
+        packed: bytes = msgpack.packb(value, default=_default, use_bin_type=True, strict_types=False)
     except (TypeError, ValueError, OverflowError) as exc:
         raise PayloadError(f"value cannot be encoded: {type(exc).__name__}") from None
+    return packed
 
 
 def unpack(data: bytes) -> Any:
@@ -163,9 +163,7 @@ def unpack(data: bytes) -> Any:
     The caller turns ``ValueError`` into its own typed error; messages never quote data.
     """
     try:
-        value = msgpack.unpackb(
-            data, raw=False, use_list=True, strict_map_key=True, ext_hook=_ext_hook, timestamp=0
-        )
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True, ext_hook=_ext_hook, timestamp=0)
     except (ValueError, TypeError, OverflowError, UnicodeDecodeError, struct.error, PayloadError) as exc:
         raise ValueError(f"malformed msgpack ({type(exc).__name__})") from None
     try:

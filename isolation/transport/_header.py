@@ -44,7 +44,7 @@ class Header:
     payload_schema: int
 
     def encode(self) -> bytes:
-        return msgpack.packb(
+        packed: bytes = msgpack.packb(
             [
                 self.suite,
                 self.recipient_kid,
@@ -58,6 +58,7 @@ class Header:
             ],
             use_bin_type=True,
         )
+        return packed
 
 
 def _text(value: Any, *, pattern: re.Pattern[str] | None = None) -> str:

@@ -216,10 +216,11 @@ class Keyset:
         keys = []
         for key in self.keys:
             if key.kid == kid:
-                key = replace(key, status=KeyStatus.PRIMARY, status_changed_at=stamp, _loaded={})
+                keys.append(replace(key, status=KeyStatus.PRIMARY, status_changed_at=stamp, _loaded={}))
             elif key.status is KeyStatus.PRIMARY:
-                key = replace(key, status=KeyStatus.RETIRING, status_changed_at=stamp, _loaded={})
-            keys.append(key)
+                keys.append(replace(key, status=KeyStatus.RETIRING, status_changed_at=stamp, _loaded={}))
+            else:
+                keys.append(key)
         return replace(self, keys=tuple(keys))
 
     def retire(self, kid: str, *, now: int | None = None) -> Keyset:
