@@ -108,15 +108,19 @@ def seal_bytes(
     return b"".join((PREFIX, _HEADER_LEN.pack(len(header)), header, enc, ciphertext, signature))
 
 
-def _lookup(keysets: Sequence[Keyset], kid: bytes, role: str) -> Key:
+def _lookup(keysets: Sequence[Keyset], kid: bytes, role: Purpose) -> Key:
     hexkid = kid.hex()
     for keyset in keysets:
+        # A key only ever serves its keyset's purpose: a recipient keyset passed among
+        # the signers by mistake must not make an X25519 key a "trusted signer".
+        if keyset.purpose is not role:
+            continue
         key = keyset.find(hexkid)
         if key is not None:
             if key.status is KeyStatus.REVOKED:
-                raise EnvelopeRejected(R.REVOKED_KEY, f"{role} key is revoked", key_id=hexkid)
+                raise EnvelopeRejected(R.REVOKED_KEY, f"{role.value} key is revoked", key_id=hexkid)
             return key
-    raise EnvelopeRejected(R.UNKNOWN_KEY, f"no trusted {role} key has this id", key_id=hexkid)
+    raise EnvelopeRejected(R.UNKNOWN_KEY, f"no trusted {role.value} key has this id", key_id=hexkid)
 
 
 def open_bytes(
@@ -164,7 +168,7 @@ def open_bytes(
     signature = body[-SIGNATURE_LENGTH:]
 
     # Origin first: nothing below runs for bytes a trusted host did not sign.
-    signer_key = _lookup(trusted, header.signer_kid, "signer")
+    signer_key = _lookup(trusted, header.signer_kid, Purpose.SIGNER)
     if not _suites.verify(signer_key.public_key(), signature, signed_message(header_bytes, enc, ciphertext)):
         raise EnvelopeRejected(R.BAD_SIGNATURE, "signature does not verify", key_id=signer_key.kid)
 
@@ -183,13 +187,15 @@ def open_bytes(
     if header.payload_schema not in supported_schemas:
         raise EnvelopeRejected(R.UNSUPPORTED_VERSION, f"payload schema {header.payload_schema} is not supported")
 
-    recipient_key = _lookup([recipient], header.recipient_kid, "recipient")
+    recipient_key = _lookup([recipient], header.recipient_kid, Purpose.RECIPIENT)
     if recipient_key.algorithm.suite != header.suite:
         raise EnvelopeRejected(R.UNKNOWN_KEY, "recipient key is for another suite", key_id=recipient_key.kid)
     try:
         plaintext = suite.decrypt(enc, ciphertext, recipient_key.private_key(), hpke_info(header_bytes))
     except KeysetError:
-        raise EnvelopeRejected(R.UNKNOWN_KEY, "recipient keyset has no private keys", key_id=recipient_key.kid) from None
+        raise EnvelopeRejected(
+            R.UNKNOWN_KEY, "recipient keyset has no private keys", key_id=recipient_key.kid
+        ) from None
     except Exception:  # InvalidTag, ValueError: one reason, no detail
         raise EnvelopeRejected(R.DECRYPT_FAILED, key_id=recipient_key.kid) from None
     return OpenedBytes(header, plaintext)
