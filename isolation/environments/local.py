@@ -161,7 +161,9 @@ def build_local(
     if project_source is not None:
         source_print = _source_fingerprint(project_source)
         if marker.get("source") != source_print:
-            _install(python, [str(project_source)], "installing isolation into the environment", no_deps=True, reinstall=True)
+            _install(
+                python, [str(project_source)], "installing isolation into the environment", no_deps=True, reinstall=True
+            )
             marker["source"] = source_print
     probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, check=False, timeout=120)
     if probe.returncode != 0:
@@ -170,7 +172,9 @@ def build_local(
     keys_dir = _provision_keys(spec, root / "keys", keyring)
     marker.update({"name": spec.name, "python": str(python), **versions})
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    return LocalEnvironment(spec.name, root, python, keys_dir, versions["python_version"], versions["airflow"], fingerprint)
+    return LocalEnvironment(
+        spec.name, root, python, keys_dir, versions["python_version"], versions["airflow"], fingerprint
+    )
 
 
 def _provision_keys(spec: EnvironmentSpec, keys_dir: Path, keyring: HostKeyring) -> Path:
@@ -196,13 +200,14 @@ def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:
     if marker is None:
         raise ConfigurationError(
             f"local environment {name!r} is not built (looked in {root})",
-            hint=f"build it: isolationctl deploy --local {name}, or set ISOLATION_ENVS_HOME",
+            hint=f"build it: python -m isolation.environments build {name} --source . (or isolationctl deploy "
+            f"--local {name}), or set ISOLATION_ENVS_HOME",
         )
     python = Path(marker.get("python", root / "venv" / "bin" / "python"))
     if not os.access(python, os.X_OK):
         raise ConfigurationError(
             f"local environment {name!r} has no working interpreter at {python}",
-            hint=f"rebuild it: isolationctl deploy --local {name}",
+            hint=f"rebuild it: python -m isolation.environments build {name} --force",
         )
     return LocalEnvironment(
         name,

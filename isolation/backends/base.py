@@ -1,0 +1,57 @@
+"""The backend interface: how a sealed task reaches an environment and what comes back.
+
+A backend has one job per task: start ``python -m isolation.runtime`` in the named
+environment, hand it the envelope, forward its log lines as they arrive, and report the
+exit code and the raw result document. Everything Airflow-specific (secrets, XCom,
+outcomes) stays in ``IsolatedOperator``; a backend never sees plaintext task state.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_RESULT_BYTES = 16 * 1024 * 1024
+"""A backend reads at most one byte more than this of a result document."""
+
+Sealer = Callable[[str], str]
+"""Called with the result path the runtime must write to; returns the envelope text."""
+LogSink = Callable[[str], None]
+"""Receives each log line of the isolated task (without its newline), live."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a backend observed: exit code, the raw result document, the last log lines."""
+
+    exit_code: int
+    result: bytes | None
+    log_tail: tuple[str, ...] = ()
+
+    @property
+    def killed_by(self) -> int | None:
+        """The signal number when the runtime was killed by one."""
+        return -self.exit_code if self.exit_code < 0 else None
+
+
+class Backend(abc.ABC):
+    """Where isolated tasks run. Construction must do no I/O: it happens at DAG parse."""
+
+    name: str = "backend"
+    envelope_lifetime: int = 600
+    """Seconds an envelope stays valid: enough to start the runtime, no more."""
+
+    def check(self, environment: str) -> None:  # noqa: B027 - optional hook
+        """Fail fast (before any secret is resolved) if ``environment`` cannot run here."""
+
+    @abc.abstractmethod
+    def run(self, environment: str, seal: Sealer, on_log: LogSink) -> RunOutcome:
+        """Run one sealed task to its end and return what happened.
+
+        Must leave nothing behind (process, temporary file) whether it returns or raises,
+        including when interrupted by a task timeout.
+        """
+
+    def cancel(self) -> None:  # noqa: B027 - optional hook
+        """Stop the running task now; called from ``on_kill`` (a signal handler)."""

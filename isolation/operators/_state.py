@@ -1,0 +1,103 @@
+"""Turn the host's Airflow state into payload pieces: plain values, context, secrets.
+
+Everything here runs at execute time on the host. Values are converted to what the
+envelope codec carries (stdlib datetimes, lists, callables by import path); anything
+else fails with a :class:`PayloadError` that names the argument, never its value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from isolation.errors import PayloadError
+from isolation.transport import CallableRef, ConnectionSpec, TaskContext
+
+
+def plain_datetime(value: dt.datetime) -> dt.datetime:
+    """A stdlib datetime equal to ``value`` (pendulum's subclass would not round-trip)."""
+    offset = value.utcoffset()
+    tz = dt.timezone(offset) if offset is not None else None
+    if offset == dt.timedelta(0):
+        tz = dt.timezone.utc
+    return dt.datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, tzinfo=tz
+    )
+
+
+def to_plain(value: Any, where: str, resolve: Callable[[Any], Any] | None = None) -> Any:
+    """A copy of ``value`` in codec types; ``resolve`` replaces XComArg-like objects first."""
+    if resolve is not None:
+        value = resolve(value)
+    if value is None or isinstance(value, (bool, int, float, str, bytes, dt.timedelta, CallableRef)):
+        return value
+    if isinstance(value, dt.datetime):
+        return plain_datetime(value)
+    if isinstance(value, dt.date):
+        return dt.date(value.year, value.month, value.day)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise PayloadError(f"{where} has a non-string key of type {type(key).__name__}")
+            out[key] = to_plain(item, f"{where}[{key!r}]", resolve)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item, f"{where}[{i}]", resolve) for i, item in enumerate(value)]
+    if isinstance(value, (types.FunctionType, type)):
+        try:
+            return CallableRef.from_callable(value)
+        except PayloadError as exc:
+            raise PayloadError(f"{where}: {exc.message}", hint=exc.hint) from None
+    raise PayloadError(
+        f"{where} has type {type(value).__module__}.{type(value).__qualname__}, which cannot travel in an envelope",
+        hint="pass plain data (str, int, float, bool, None, bytes, list, dict, datetime, date, timedelta), "
+        "a module-level function, or an upstream task's output",
+    )
+
+
+def connection_spec(conn: Any) -> ConnectionSpec:
+    """Airflow's connection object (Task SDK or ORM), field for field."""
+    port = conn.port
+    return ConnectionSpec(
+        conn_type=conn.conn_type or "",
+        description=conn.description or None,
+        host=conn.host or None,
+        login=conn.login or None,
+        password=conn.password or None,
+        schema=conn.schema or None,
+        port=int(port) if port not in (None, "") else None,
+        extra=conn.extra or None,
+    )
+
+
+def task_context(context: Mapping[str, Any], owner: str | None) -> TaskContext:
+    """The context subset that crosses the boundary (an allow-list, typed)."""
+    ti = context["ti"]
+    dag_run = context.get("dag_run")
+
+    def when(key: str) -> dt.datetime | None:
+        value = context.get(key)
+        return plain_datetime(value) if isinstance(value, dt.datetime) else None
+
+    params = context.get("params") or {}
+    run_type = getattr(dag_run, "run_type", None)
+    start = getattr(dag_run, "start_date", None)
+    return TaskContext(
+        dag_id=ti.dag_id,
+        task_id=ti.task_id,
+        run_id=ti.run_id,
+        map_index=ti.map_index if ti.map_index is not None else -1,
+        try_number=ti.try_number or 1,
+        max_tries=getattr(ti, "max_tries", 0) or 0,
+        logical_date=when("logical_date"),
+        data_interval_start=when("data_interval_start"),
+        data_interval_end=when("data_interval_end"),
+        start_date=plain_datetime(start) if isinstance(start, dt.datetime) else None,
+        run_type=getattr(run_type, "value", run_type),
+        params=to_plain({key: params[key] for key in params}, "params"),
+        dag_run_conf=to_plain(dict(getattr(dag_run, "conf", None) or {}), "dag_run.conf"),
+        owner=owner,
+    )

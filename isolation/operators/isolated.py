@@ -1,0 +1,401 @@
+"""``IsolatedOperator``: run any Airflow operator in an isolated environment.
+
+Where things happen (see docs/howto-local.md for the DAG author's view):
+
+- **DAG parse (host):** ``__init__`` only stores arguments. The wrapped operator is an
+  import path and is never imported on the host; nothing is looked up.
+- **Execute (host):** ``environment`` (the one templated field of this operator) is
+  rendered; ``XComArg`` values in the wrapped arguments (``upstream.output``) are resolved
+  to their values; connections, variables and XCom inputs (allow-lists plus what
+  :mod:`isolation.operators.discovery` finds) are resolved through Airflow's own lookups,
+  so every secrets backend works; everything is sealed for the environment and handed to
+  the backend. The isolated task's log lines stream into this task's log through the
+  host's masker; its result becomes XComs and the task's outcome.
+- **Isolation:** the runtime renders the wrapped operator's own ``template_fields`` with a
+  context rebuilt from the envelope (``ds``, ``params``, ``var``, ``conn``, ``ti.xcom_pull``
+  served from the XCom inputs), then executes it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from isolation.backends import Backend, RunOutcome, get_backend
+from isolation.environments.spec import check_name
+from isolation.errors import (
+    ConfigurationError,
+    EnvelopeRejected,
+    IsolatedTaskFailed,
+    IsolatedTaskRejected,
+    IsolatedTaskViolation,
+    IsolationError,
+    RejectReason,
+)
+from isolation.operators import _state, discovery
+from isolation.operators.keyring_hook import DEFAULT_CONN_ID, HostKeys, load_host_keys
+from isolation.operators.result import (
+    EXIT_CANNOT_START,
+    EXIT_FAILED,
+    EXIT_REJECTED,
+    EXIT_SKIPPED,
+    EXIT_SUCCESS,
+    EXIT_VIOLATION,
+    OUTCOME_OF_EXIT,
+    IsolationResult,
+    parse_result,
+)
+
+__all__ = ["IsolatedOperator", "operator_path"]
+
+_OPERATOR_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*")
+# Arguments of BaseOperator belong to the IsolatedOperator (pool, retries, callbacks, ...).
+_BASE_ARGS = frozenset(inspect.signature(BaseOperator.__init__).parameters) - {"self", "kwargs"}
+_MISSING = "\x00isolation: missing\x00"
+_MAX_MESSAGE = 2000
+
+
+def operator_path(operator: str | type) -> str:
+    """``"package.module.ClassName"`` for a path or a class (the class is not inspected further)."""
+    if isinstance(operator, type):
+        path = f"{operator.__module__}.{operator.__qualname__}"
+    elif isinstance(operator, str):
+        path = operator
+    else:
+        raise TypeError(f"operator must be an import path string or a class, not {type(operator).__name__}")
+    if not _OPERATOR_PATH.fullmatch(path) or "<" in path:
+        raise ValueError(f"operator {path!r} is not an import path like 'package.module.ClassName'")
+    return path
+
+
+class IsolatedOperator(BaseOperator):
+    """Run the operator ``operator`` with ``**kwargs`` in the isolated ``environment``.
+
+    :param operator: the wrapped operator, as an import path (``"airflow.operators.bash.BashOperator"``;
+        never imported on the host) or a class.
+    :param environment: the environment's name (``environments/<name>/``). Templated.
+    :param connections: connection ids the task may use, besides those discovered in
+        ``*_conn_id`` arguments and ``conn`` template references.
+    :param variables: variable keys the task may read, besides those discovered in ``var``
+        template references.
+    :param xcom_inputs: XComs the task may pull: ``"task_id"`` (its return value),
+        ``"task_id:key"`` or ``("task_id", "key")``, besides literal ``xcom_pull(...)``
+        calls discovered in templates.
+    :param operator_kwargs: arguments for the wrapped operator whose names clash with
+        ``BaseOperator`` arguments (those otherwise configure this operator).
+    :param backend: ``"local"`` (default) or a :class:`~isolation.backends.Backend`.
+    :param keyring_conn_id: the Airflow connection holding the host's keys; when the
+        default ``isolation_default`` does not exist, the configured keyring path is used.
+    :param kwargs: ``BaseOperator`` arguments configure this task (pool, retries,
+        ``execution_timeout``, callbacks, ...); every other argument goes to the wrapped
+        operator.
+    """
+
+    template_fields: Sequence[str] = ("environment",)
+    ui_color = "#e8f0fe"
+    shallow_copy_attrs: Sequence[str] = ("backend",)
+
+    def __init__(
+        self,
+        *,
+        operator: str | type,
+        environment: str,
+        connections: Iterable[str] = (),
+        variables: Iterable[str] = (),
+        xcom_inputs: Iterable[str | tuple[str, str]] = (),
+        operator_kwargs: Mapping[str, Any] | None = None,
+        backend: str | Backend = "local",
+        keyring_conn_id: str | None = DEFAULT_CONN_ID,
+        **kwargs: Any,
+    ) -> None:
+        base_kwargs = {k: v for k, v in kwargs.items() if k in _BASE_ARGS}
+        wrapped = {k: v for k, v in kwargs.items() if k not in _BASE_ARGS}
+        super().__init__(**base_kwargs)
+        self.operator_path = operator_path(operator)
+        self.operator_kwargs: dict[str, Any] = {**wrapped, **dict(operator_kwargs or {})}
+        if not isinstance(environment, str):
+            raise TypeError("environment must be the name of an environment")
+        if "{{" not in environment:
+            check_name(environment)
+        self.environment = environment
+        self.connections = _names(connections, "connections")
+        self.variables = _names(variables, "variables")
+        self.xcom_inputs = discovery.normalise_xcom_inputs(xcom_inputs)
+        self.backend = backend
+        self.keyring_conn_id = keyring_conn_id
+        self._running: Backend | None = None
+        # upstream.output in the wrapped arguments makes upstream a dependency, as in Airflow.
+        from airflow.sdk.definitions.xcom_arg import XComArg
+
+        XComArg.apply_upstream_relationship(self, self.operator_kwargs)
+
+    # -- execution -----------------------------------------------------------------
+
+    def execute(self, context: Any) -> Any:
+        backend = get_backend(self.backend)
+        self._running = backend
+        try:
+            return self._execute(context, backend)
+        except IsolationError as exc:
+            # One readable message with what to do, before Airflow's traceback.
+            self.log.error("%s", exc.diagnostics())
+            raise
+        finally:
+            self._running = None
+
+    def on_kill(self) -> None:
+        running = self._running
+        if running is not None:
+            running.cancel()
+
+    def _execute(self, context: Any, backend: Backend) -> Any:
+        environment = check_name(self.environment)
+        # Fail on a missing environment before any secret is resolved.
+        backend.check(environment)
+        keys = load_host_keys(environment, self.keyring_conn_id)
+        found = discovery.discover(self.operator_kwargs)
+        kwargs = _state.to_plain(self.operator_kwargs, "operator argument", _resolver(context))
+        connections = self._resolve_connections(found)
+        variables = self._resolve_variables(found)
+        xcom_inputs = self._resolve_xcoms(context, found)
+        task_context = _state.task_context(context, self.owner)
+        secrets = _secret_values(connections, variables)
+        _mask(secrets)
+
+        def seal(result_path: str) -> str:
+            return _seal(
+                keys,
+                environment=environment,
+                operator={"import_path": self.operator_path, "kwargs": {"task_id": self.task_id, **kwargs}},
+                context=task_context,
+                connections=connections,
+                variables=variables,
+                xcom_inputs=xcom_inputs,
+                result_path=result_path,
+                lifetime=backend.envelope_lifetime,
+            )
+
+        self.log.info(
+            "Running %s in isolated environment %r (backend %s; %d connection(s), %d variable(s), %d XCom input(s))",
+            self.operator_path,
+            environment,
+            backend.name,
+            len(connections),
+            len(variables),
+            len(xcom_inputs),
+        )
+        outcome = backend.run(environment, seal, self._log_line)
+        result = _interpret(outcome, environment)
+        ti = context["ti"]
+        for xcom in result.xcoms:
+            ti.xcom_push(key=xcom.key, value=xcom.value)
+        where = result.environment
+        self.log.info(
+            "Isolated task finished in environment %r (Python %s, Airflow %s)",
+            environment,
+            where.python or "?",
+            where.airflow or "none",
+        )
+        return result.return_value
+
+    def _log_line(self, line: str) -> None:
+        self.log.info("%s", line)
+
+    # -- resolution (execute time only) ----------------------------------------------
+
+    def _resolve_connections(self, found: discovery.Discovered) -> dict[str, Any]:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        wanted = {name: discovery.Reference(name, "connections=") for name in self.connections}
+        for name, ref in found.connections.items():
+            wanted.setdefault(name, ref)
+        resolved: dict[str, Any] = {}
+        for name, ref in wanted.items():
+            try:
+                conn = BaseHook.get_connection(name)
+            except AirflowNotFoundException:
+                if ref.optional:
+                    continue
+                raise ConfigurationError(
+                    f"connection {name!r} (referenced by {ref.where}) does not exist",
+                    hint=f"create it (airflow connections add {name} ...) in a secrets backend the "
+                    "workers can read, or remove the reference",
+                ) from None
+            resolved[name] = _state.connection_spec(conn)
+        return resolved
+
+    def _resolve_variables(self, found: discovery.Discovered) -> dict[str, str]:
+        from airflow.sdk import Variable
+
+        wanted = {name: discovery.Reference(name, "variables=") for name in self.variables}
+        for name, ref in found.variables.items():
+            wanted.setdefault(name, ref)
+        resolved: dict[str, str] = {}
+        for name, ref in wanted.items():
+            value = Variable.get(name, default=_MISSING)
+            if value == _MISSING:
+                if ref.optional:
+                    continue
+                raise ConfigurationError(
+                    f"variable {name!r} (referenced by {ref.where}) does not exist",
+                    hint=f"create it (airflow variables set {name} ...) or remove the reference",
+                )
+            resolved[name] = value if isinstance(value, str) else str(value)
+        return resolved
+
+    def _resolve_xcoms(self, context: Any, found: discovery.Discovered) -> list[dict[str, Any]]:
+        wanted = list(self.xcom_inputs)
+        wanted += [pair for pair in found.xcoms if pair not in wanted]
+        ti = context["ti"]
+        inputs = []
+        for task_id, key in wanted:
+            value = ti.xcom_pull(task_ids=task_id, key=key)
+            plain = _state.to_plain(value, f"XCom {task_id}:{key}")
+            inputs.append({"task_id": task_id, "key": key, "value": plain})
+        return inputs
+
+
+def _names(items: Iterable[str], what: str) -> list[str]:
+    if isinstance(items, str):
+        items = [items]
+    names = list(dict.fromkeys(items))
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{what} must be a list of names, not {name!r}")
+    return names
+
+
+def _resolver(context: Any) -> Any:
+    from airflow.sdk.definitions._internal.mixins import ResolveMixin
+
+    def resolve(value: Any) -> Any:
+        return value.resolve(context) if isinstance(value, ResolveMixin) else value
+
+    return resolve
+
+
+def _secret_values(connections: Mapping[str, Any], variables: Mapping[str, str]) -> list[str]:
+    values: list[str] = []
+    for conn in connections.values():
+        values += [v for v in (conn.password, conn.extra, conn.login) if v]
+    values += [v for v in variables.values() if v]
+    return values
+
+
+def _mask(values: Iterable[str]) -> None:
+    # Whatever the isolated task echoes reaches this log: hide every secret it was given.
+    from airflow.sdk.log import mask_secret
+
+    for value in values:
+        mask_secret(value)
+
+
+def _seal(
+    keys: HostKeys,
+    *,
+    environment: str,
+    operator: dict[str, Any],
+    context: Any,
+    connections: dict[str, Any],
+    variables: dict[str, str],
+    xcom_inputs: list[dict[str, Any]],
+    result_path: str,
+    lifetime: int,
+) -> str:
+    from isolation.transport import OperatorSpec, Payload, RuntimeOptions, XComInput, seal_envelope
+
+    payload = Payload(
+        operator=OperatorSpec(**operator),
+        context=context,
+        connections=connections,
+        variables=variables,
+        xcom_inputs=[XComInput(**item) for item in xcom_inputs],
+        options=RuntimeOptions(result_path=result_path),
+    )
+    if keys.recipient.name != environment:
+        raise ConfigurationError(f"the keys found for environment {environment!r} belong to {keys.recipient.name!r}")
+    return seal_envelope(payload, signer=keys.signer, recipient=keys.recipient, lifetime=lifetime)
+
+
+def _tail(outcome: RunOutcome) -> str:
+    lines = [line for line in outcome.log_tail if line.strip()][-5:]
+    return ("; last log lines:\n" + "\n".join(lines)) if lines else ""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + " [...]"
+
+
+def _interpret(outcome: RunOutcome, environment: str) -> IsolationResult:
+    """The result of a successful run; every other ending becomes its Airflow outcome."""
+    rebuild = f"rebuild the environment: python -m isolation.environments build {environment}"
+    where = f"environment {environment!r}"
+    if outcome.killed_by is not None:
+        raise IsolatedTaskFailed(f"the isolated task in {where} was killed by signal {outcome.killed_by}")
+    code = outcome.exit_code
+    if code == EXIT_CANNOT_START:
+        raise IsolatedTaskFailed(
+            f"the isolation runtime in {where} could not start (exit code 2){_tail(outcome)}",
+            hint="check the environment's keys directory and that it was built by this version; " + rebuild,
+        )
+    if code not in OUTCOME_OF_EXIT:
+        raise IsolatedTaskFailed(
+            f"the interpreter of {where} exited with code {code} before the isolation runtime ran{_tail(outcome)}",
+            hint="is apache-airflow-providers-isolation installed in it? " + rebuild,
+        )
+    result = parse_result(outcome.result, environment=environment) if outcome.result is not None else None
+    expected = OUTCOME_OF_EXIT[code]
+    if result is not None and result.outcome != expected:
+        raise IsolatedTaskFailed(
+            f"the isolated task in {where} exited with code {code} but reported {result.outcome!r}",
+            hint="the environment's isolation runtime does not follow the contract; " + rebuild,
+        )
+    error = result.error if result is not None else None
+    message = _clip(f"{error.type}: {error.message}") if error is not None else None
+    if code == EXIT_SUCCESS:
+        if result is None:
+            raise IsolatedTaskFailed(f"the isolated task in {where} succeeded but wrote no result", hint=rebuild)
+        return result
+    if code == EXIT_SKIPPED:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        reason = error.message if error is not None else "skipped"
+        raise AirflowSkipException(_clip(f"skipped in isolated {where}: {reason}"))
+    if code == EXIT_REJECTED:
+        raise IsolatedTaskRejected(
+            f"{where} rejected the envelope: {message or 'no detail'}{'' if message else _tail(outcome)}",
+            hint=_reject_hint(message or "".join(outcome.log_tail)),
+        )
+    if code == EXIT_VIOLATION:
+        raise IsolatedTaskViolation(
+            f"the isolated task in {where} broke the no-callback contract: {message or 'no detail'}",
+            hint="isolated tasks cannot write to Airflow; return data as XCom and write it from a host task",
+        )
+    assert code == EXIT_FAILED
+    if message is None:
+        raise IsolatedTaskFailed(f"the isolated task in {where} failed before writing a result{_tail(outcome)}")
+    raise IsolatedTaskFailed(
+        f"the isolated task in {where} failed: {message}",
+        hint=_failure_hint(error.type if error else "", environment),
+    )
+
+
+def _reject_hint(text: str) -> str:
+    for reason in RejectReason:
+        if f"({reason.value})" in text:
+            return EnvelopeRejected(reason).hint
+    return "check that the environment's keys match the host's keyring"
+
+
+def _failure_hint(error_type: str, environment: str) -> str:
+    if error_type in ("ImportError", "ModuleNotFoundError", "AttributeError"):
+        return (
+            f"check the operator's import path and that environment {environment!r} has its package "
+            f"(add it to environments/{environment}/requirements.txt and rebuild)"
+        )
+    return ""
