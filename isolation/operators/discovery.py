@@ -157,8 +157,10 @@ def _literal_pull(args: str) -> Iterator[tuple[str, str]]:
     if not isinstance(call, ast.Call):
         return
     named = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+    if len(call.args) > 1 or {"dag_id", "run_id", "include_prior_dates"} & set(named):
+        return  # other DAGs or runs are not served in isolation
     task_node = named.get("task_ids", call.args[0] if call.args else None)
-    key_node = named.get("key", call.args[2] if len(call.args) > 2 else None)
+    key_node = named.get("key")
     try:
         task_ids = ast.literal_eval(task_node) if task_node is not None else None
         key = ast.literal_eval(key_node) if key_node is not None else RETURN_KEY

@@ -1,0 +1,153 @@
+"""IsolatedOperator construction, payload pieces and host keys (no isolated process)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pendulum
+import pytest
+from airflow.sdk import DAG, BaseOperator
+
+from isolation.errors import ConfigurationError, KeysetError, PayloadError
+from isolation.keyring import HostKeyring
+from isolation.operators import _state
+from isolation.operators.isolated import IsolatedOperator, operator_path
+from isolation.operators.keyring_hook import configured_keyring_path, load_host_keys
+from isolation.transport import CallableRef, Keyset
+
+BASH = "airflow.operators.bash.BashOperator"
+
+
+def module_level_function():
+    return 1
+
+
+def make_dag():
+    return DAG("unit", schedule=None, start_date=dt.datetime(2024, 1, 1), default_args={"retries": 3})
+
+
+def test_kwargs_split_between_task_and_wrapped_operator():
+    with make_dag():
+        task = IsolatedOperator(
+            task_id="t",
+            operator=BASH,
+            environment="legacy",
+            bash_command="echo {{ ds }}",
+            env={"A": "1"},
+            pool="isolated",
+            execution_timeout=dt.timedelta(seconds=5),
+            multiple_outputs=True,
+            operator_kwargs={"retries": "for the wrapped operator"},
+        )
+    assert task.operator_kwargs == {
+        "bash_command": "echo {{ ds }}",
+        "env": {"A": "1"},
+        "retries": "for the wrapped operator",
+    }
+    assert task.pool == "isolated" and task.retries == 3 and task.multiple_outputs
+    assert task.execution_timeout == dt.timedelta(seconds=5)
+    assert task.template_fields == ("environment",)
+
+
+def test_operator_given_as_class_is_referenced_by_path():
+    assert operator_path(BaseOperator) == "airflow.sdk.bases.operator.BaseOperator"
+    assert operator_path("pkg.mod:Class") == "pkg.mod:Class"
+    with pytest.raises(ValueError, match="not an import path"):
+        operator_path("not a path")
+    with pytest.raises(TypeError, match="import path string or a class"):
+        operator_path(42)  # type: ignore[arg-type]
+
+
+def test_bad_arguments_fail_at_parse():
+    with pytest.raises(ConfigurationError, match="invalid environment name 'Bad Name'"):
+        IsolatedOperator(task_id="t", operator=BASH, environment="Bad Name")
+    with pytest.raises(TypeError, match="connections must be a list of names"):
+        IsolatedOperator(task_id="t", operator=BASH, environment="x", connections=[None])  # type: ignore[list-item]
+    # A templated environment is checked once rendered.
+    task = IsolatedOperator(task_id="t", operator=BASH, environment="{{ params.env }}")
+    assert task.environment == "{{ params.env }}"
+
+
+def test_xcomarg_in_wrapped_kwargs_sets_the_dependency():
+    with make_dag():
+        upstream = BaseOperator(task_id="up")
+        task = IsolatedOperator(task_id="t", operator=BASH, environment="x", bash_command=upstream.output)
+    assert task.upstream_task_ids == {"up"}
+
+
+def test_to_plain_converts_what_the_codec_carries():
+    when = pendulum.datetime(2024, 5, 6, 7, 8, 9, tz="UTC")
+    plain = _state.to_plain({"when": when, "t": (1, 2), "f": module_level_function, "d": dt.date(2024, 1, 2)}, "x")
+    assert type(plain["when"]) is dt.datetime and plain["when"] == when
+    assert plain["t"] == [1, 2]
+    assert plain["f"] == CallableRef(f"{__name__}:module_level_function")
+    with pytest.raises(PayloadError, match="cannot be referenced by import path"):
+        _state.to_plain({"f": lambda: 1}, "operator argument")
+    with pytest.raises(PayloadError, match=r"operator argument\['s'\] has type builtins.set"):
+        _state.to_plain({"s": {1}}, "operator argument")
+
+
+def test_plain_datetime_keeps_offsets():
+    value = pendulum.datetime(2024, 1, 1, 12, tz="Europe/Paris")
+    plain = _state.plain_datetime(value)
+    assert plain == value and plain.utcoffset() == dt.timedelta(hours=1)
+
+
+@pytest.fixture
+def keyring(tmp_path):
+    ring = HostKeyring.open(tmp_path / "keyring")
+    ring.init()
+    ring.save_recipient(Keyset.generate_recipient("legacy"))
+    return ring
+
+
+def test_keys_from_the_configured_keyring_path(keyring, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__ISOLATION__KEYRING_PATH", str(keyring.path))
+    assert configured_keyring_path() == keyring.path
+    keys = load_host_keys("legacy")
+    assert keys.signer.has_private and not keys.recipient.has_private
+    assert keys.recipient.name == "legacy" and keys.source == f"keyring {keyring.path}"
+    with pytest.raises(KeysetError, match="no public keys for environment 'modern'") as info:
+        load_host_keys("modern")
+    assert "hint:" in info.value.diagnostics()
+
+
+def test_keys_from_an_inline_connection(keyring, monkeypatch, tmp_path):
+    signer = keyring.signer()
+    recipient = keyring.recipient("legacy")
+    conn = {
+        "conn_type": "isolation",
+        "password": signer.to_json(),
+        "extra": {"environments": {"legacy": json.loads(recipient.to_json())}},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_ISOLATION_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW__ISOLATION__KEYRING_PATH", str(tmp_path / "elsewhere"))
+    keys = load_host_keys("legacy")
+    assert keys.source == "connection 'isolation_default'"
+    assert keys.signer.primary().kid == signer.primary().kid
+    assert keys.recipient.primary().kid == recipient.primary().kid
+    with pytest.raises(KeysetError, match="no public keys for environment 'modern' in Airflow connection"):
+        load_host_keys("modern")
+
+
+def test_keys_from_a_connection_pointing_at_a_keyring(keyring, monkeypatch):
+    conn = {"conn_type": "isolation", "extra": {"keyring_path": str(keyring.path)}}
+    monkeypatch.setenv("AIRFLOW_CONN_MY_KEYS", json.dumps(conn))
+    assert load_host_keys("legacy", "my_keys").recipient.name == "legacy"
+
+
+def test_bad_keyring_connections(monkeypatch, keyring):
+    with pytest.raises(ConfigurationError, match="the keyring connection 'absent' does not exist"):
+        load_host_keys("legacy", "absent")
+    monkeypatch.setenv("AIRFLOW_CONN_K1", json.dumps({"conn_type": "isolation"}))
+    with pytest.raises(ConfigurationError, match="holds no signer key"):
+        load_host_keys("legacy", "k1")
+    public_signer = keyring.signer().public().to_json()
+    monkeypatch.setenv("AIRFLOW_CONN_K2", json.dumps({"conn_type": "isolation", "password": public_signer}))
+    with pytest.raises(KeysetError, match="is not a private signer keyset"):
+        load_host_keys("legacy", "k2")
+    monkeypatch.setenv("AIRFLOW_CONN_K3", json.dumps({"conn_type": "isolation", "password": "not json"}))
+    with pytest.raises(KeysetError, match="signer keyset in the password") as info:
+        load_host_keys("legacy", "k3")
+    assert "not json" not in info.value.diagnostics()

@@ -1,0 +1,137 @@
+"""The result document as untrusted input, and how each exit code becomes an Airflow outcome."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.sdk.exceptions import AirflowSkipException
+
+from isolation.backends import RunOutcome
+from isolation.errors import IsolatedTaskFailed, IsolatedTaskRejected, IsolatedTaskViolation
+from isolation.operators.isolated import _interpret
+from isolation.operators.result import parse_result
+
+SECRET = "result-secret-value-42"
+
+
+def doc(**fields):
+    base = {"format": "isolation-result/v1", "outcome": "success", "return_value": None, "xcoms": [], "error": None}
+    base.update(fields)
+    return json.dumps(base).encode()
+
+
+def test_valid_document():
+    result = parse_result(
+        doc(
+            return_value={"a": [1, 2]},
+            xcoms=[{"key": "k", "value": 3}],
+            environment={"python": "3.12.1", "airflow": "2.11.2", "name": "legacy"},
+        ),
+        environment="legacy",
+    )
+    assert result.return_value == {"a": [1, 2]}
+    assert [(x.key, x.value) for x in result.xcoms] == [("k", 3)]
+    assert result.environment.airflow == "2.11.2"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xff\xfe", "not valid JSON"),
+        (b"{", "not valid JSON"),
+        (b'{"format": "isolation-result/v1", "outcome": "success", "return_value": NaN}', "not valid JSON"),
+        (doc(format="isolation-result/v2"), "fields: format"),
+        (doc(outcome="exploded"), "fields: outcome"),
+        (doc(extra_field=SECRET), "fields: extra_field"),
+        (doc(xcoms=[{"key": "return_value", "value": SECRET}]), "fields: xcoms.0.key"),
+        (doc(xcoms=[{"key": "", "value": 1}]), "fields: xcoms.0.key"),
+        (doc(error={"type": "X"}), "fields: error.message"),
+        (doc(environment={"name": "other"}), "claims to come from environment 'other'"),
+        (doc(return_value=json.loads("[" * 100 + "]" * 100)), "nests deeper"),
+        (b" " * (16 * 1024 * 1024 + 1), "larger than"),
+    ],
+)
+def test_bad_documents_fail_without_quoting_them(data, message):
+    with pytest.raises(IsolatedTaskFailed, match=message) as info:
+        parse_result(data, environment="legacy")
+    assert SECRET not in info.value.diagnostics()
+
+
+def outcome(code, result=None, tail=()):
+    return RunOutcome(code, result, tuple(tail))
+
+
+def test_success_returns_the_result():
+    result = _interpret(outcome(0, doc(return_value=5)), "legacy")
+    assert result.return_value == 5
+
+
+def test_failure_carries_the_isolated_error():
+    data = doc(outcome="failed", error={"type": "ValueError", "message": "boom in isolation"})
+    with pytest.raises(IsolatedTaskFailed, match="failed: ValueError: boom in isolation"):
+        _interpret(outcome(1, data), "legacy")
+
+
+def test_import_error_hints_at_the_environment():
+    data = doc(outcome="failed", error={"type": "ModuleNotFoundError", "message": "No module named 'nope'"})
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(outcome(1, data), "legacy")
+    assert "environments/legacy/requirements.txt" in info.value.diagnostics()
+
+
+def test_skip():
+    data = doc(outcome="skipped", error={"type": "AirflowSkipException", "message": "nothing to do"})
+    with pytest.raises(AirflowSkipException, match="nothing to do"):
+        _interpret(outcome(99, data), "legacy")
+    with pytest.raises(AirflowSkipException, match="skipped"):
+        _interpret(outcome(99), "legacy")
+
+
+def test_rejected_names_reason_and_hint():
+    data = doc(outcome="rejected", error={"type": "EnvelopeRejected", "message": "envelope rejected (unknown-key)"})
+    with pytest.raises(IsolatedTaskRejected, match="unknown-key") as info:
+        _interpret(outcome(3, data), "legacy")
+    assert "distribute the host's current public keys" in info.value.diagnostics()
+    with pytest.raises(IsolatedTaskRejected, match="expired") as info:
+        _interpret(outcome(3, None, ["error: envelope rejected (expired)"]), "legacy")
+    assert "lifetime" in info.value.diagnostics()
+
+
+def test_violation():
+    data = doc(outcome="violation", error={"type": "IsolationViolation", "message": "Variable.set is forbidden"})
+    with pytest.raises(IsolatedTaskViolation, match=r"Variable\.set is forbidden"):
+        _interpret(outcome(4, data), "legacy")
+
+
+def test_could_not_start_shows_the_log_tail():
+    with pytest.raises(IsolatedTaskFailed, match="could not start") as info:
+        _interpret(outcome(2, None, ["", "error: keys directory missing"]), "legacy")
+    assert "keys directory missing" in str(info.value)
+
+
+def test_unexpected_exit_code_means_no_runtime():
+    with pytest.raises(IsolatedTaskFailed, match="exited with code 127") as info:
+        _interpret(outcome(127, None, ["No module named isolation"]), "legacy")
+    assert "python -m isolation.environments build legacy" in info.value.diagnostics()
+
+
+def test_killed():
+    with pytest.raises(IsolatedTaskFailed, match="killed by signal 9"):
+        _interpret(outcome(-9), "legacy")
+
+
+def test_exit_code_and_outcome_must_agree():
+    with pytest.raises(IsolatedTaskFailed, match="exited with code 0 but reported 'failed'"):
+        _interpret(outcome(0, doc(outcome="failed")), "legacy")
+
+
+def test_success_without_result_fails():
+    with pytest.raises(IsolatedTaskFailed, match="wrote no result"):
+        _interpret(outcome(0), "legacy")
+
+
+def test_failure_without_result_uses_the_log():
+    with pytest.raises(IsolatedTaskFailed, match="before writing a result") as info:
+        _interpret(outcome(1, None, ["Traceback", "SyntaxError: bad"]), "legacy")
+    assert "SyntaxError: bad" in str(info.value)
