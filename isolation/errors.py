@@ -9,6 +9,10 @@
     ├── PayloadError                  a value cannot travel in an envelope
     ├── ConfigurationError            settings, environments, keyring paths
     ├── IsolationViolation            isolated code tried to call back into Airflow
+    ├── NotProvided                   runtime: a connection or variable the envelope lacks
+    ├── OperatorLoadError             runtime: the operator cannot be imported or built
+    ├── DeferralNotSupported          runtime: the operator tried to defer
+    ├── ResultError                   runtime: a result value cannot travel back as JSON
     └── IsolatedTaskError             the isolated task ended badly (host side)
         ├── IsolatedTaskFailed
         ├── IsolatedTaskRejected
@@ -31,9 +35,13 @@ __all__ = [
     "IsolatedTaskViolation",
     "IsolationError",
     "IsolationViolation",
+    "DeferralNotSupported",
     "KeysetError",
+    "NotProvided",
+    "OperatorLoadError",
     "PayloadError",
     "RejectReason",
+    "ResultError",
     "RotationError",
 ]
 
@@ -132,6 +140,44 @@ class IsolationViolation(IsolationError):
             hint="return the value as XCom and let a host-side task write it",
         )
         self.action = action
+
+
+class NotProvided(IsolationError):
+    """Runtime: the task asked for a connection or variable the envelope does not carry.
+
+    The runtime raises it mixed with Airflow's own "not found" exception type, so
+    operators that handle a missing connection or variable keep working.
+    """
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(
+            f"{kind} {name!r} was not provided to this isolated task",
+            hint=f"list it in the IsolatedOperator's {kind}s= argument so the host seals it into the envelope",
+        )
+        self.kind = kind
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class OperatorLoadError(IsolationError):
+    """Runtime: the wrapped operator could not be imported or built from its arguments."""
+
+
+class DeferralNotSupported(IsolationError):
+    """Runtime: the wrapped operator deferred; there is no triggerer inside isolation."""
+
+    def __init__(self, detail: str = "") -> None:
+        text = "deferral is not supported inside isolation"
+        super().__init__(
+            f"{text}: {detail}" if detail else text,
+            hint="run the operator with deferrable=False (and sensors in poke mode)",
+        )
+
+
+class ResultError(IsolationError):
+    """Runtime: a return value or pushed XCom cannot be written as JSON."""
 
 
 class IsolatedTaskError(IsolationError):

@@ -1,0 +1,168 @@
+"""``python -m isolation.runtime``: open one envelope, run its operator, write the result.
+
+The steps and their order are the contract of ``docs/runtime.md``; so are the exit
+codes. Every failure the runtime anticipates ends in one line on standard error and
+its exit code, never in a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from isolation.errors import (
+    ConfigurationError,
+    DeferralNotSupported,
+    EnvelopeRejected,
+    IsolationError,
+    IsolationViolation,
+    KeysetError,
+    OperatorLoadError,
+    ResultError,
+)
+from isolation.runtime import logs, source
+from isolation.runtime.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from isolation.transport import OpenedEnvelope
+
+log = logging.getLogger("isolation.runtime")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="isolation-runtime",
+        description="Open an isolation envelope and run the operator it carries (see docs/runtime.md).",
+    )
+    parser.add_argument("--stdin", action="store_true", help="read the envelope from standard input")
+    parser.add_argument(
+        "--envelope-file", metavar="PATH", help=f"read the envelope from PATH (${source.ENVELOPE_FILE_VAR})"
+    )
+    parser.add_argument("--keys-dir", metavar="PATH", help=f"the environment's keys directory (${source.KEYS_DIR_VAR})")
+    parser.add_argument("--result-path", metavar="PATH", help=f"where to write the result (${source.RESULT_PATH_VAR})")
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    text = error.diagnostics() if isinstance(error, IsolationError) else f"{type(error).__name__}: {error}"
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _say(error: BaseException, code: ExitCode) -> None:
+    """The final line on standard error: what happened and what to do (redacted)."""
+    stream = sys.stderr
+    stream.write(logs.REDACT(f"isolation-runtime: {code.outcome} (exit {int(code)}): {_one_line(error)}") + "\n")
+    stream.flush()
+
+
+def _classify(error: BaseException) -> ExitCode:
+    if isinstance(error, IsolationViolation):
+        return ExitCode.VIOLATION
+    if isinstance(error, EnvelopeRejected):
+        return ExitCode.REJECTED
+    if isinstance(error, (ConfigurationError, KeysetError, OperatorLoadError)):
+        return ExitCode.CONFIGURATION
+    if isinstance(error, (DeferralNotSupported, ResultError)):
+        return ExitCode.FAILED
+    compat = sys.modules.get("isolation.runtime.compat")
+    if compat is not None and isinstance(error, compat.skip_exceptions()):
+        return ExitCode.SKIPPED
+    return ExitCode.FAILED
+
+
+def _write_result(path: str | None, doc: dict[str, Any]) -> None:
+    if path is None:
+        return
+    from isolation.runtime import result
+
+    try:
+        result.write(path, doc)
+    except OSError as exc:
+        sys.stderr.write(f"isolation-runtime: cannot write the result file {path}: {exc.strerror}\n")
+
+
+def _open(args: argparse.Namespace) -> OpenedEnvelope:
+    text = source.read_envelope(use_stdin=args.stdin, envelope_file=args.envelope_file)
+    keys = source.load_keys(args.keys_dir)
+    return source.open_text(text, keys, source.expected_subject())
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Everything ``main`` does, returning the exit code (callable from tests)."""
+    args = _parser().parse_args(argv)
+    try:
+        opened = _open(args)
+    except IsolationError as exc:
+        code = _classify(exc)
+        from isolation.runtime import result
+
+        _write_result(
+            source.result_path(None, args.result_path, opened=False),
+            result.document(code.outcome, error=exc),
+        )
+        _say(exc, code)
+        return int(code)
+    return _run_opened(opened, args)
+
+
+def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
+    from isolation.runtime import result, sandbox, secrets
+
+    payload = opened.payload
+    # Secrets are known to the redactor before anything can print them.
+    logs.REDACT.add(secrets.secret_values(payload))
+    stream = logs.redirect_std_streams()
+    logs.route_logging(stream, payload.options.log_level)
+    path = source.result_path(payload.options.result_path, args.result_path, opened=True)
+    info: dict[str, Any] = {"redact": logs.REDACT, "environment": opened.header.audience}
+    try:
+        sandbox.check_no_database_url()
+        sandbox.prepare()
+        from isolation.runtime import compat  # the first Airflow import
+
+        info["airflow_version"] = compat.AIRFLOW_VERSION
+        compat.install_guards()
+        secrets.provide(payload)
+        if payload.options.export_secrets_to_env:
+            import os
+
+            secrets.export_to_environment(os.environ)
+        for value in secrets.secret_values(payload):
+            compat.mask_secret(value)
+        # Airflow configured logging on import; put the one redacting handler back.
+        logs.route_logging(stream, payload.options.log_level)
+        log.info("running %s for %s", payload.operator.import_path, opened.header.subject)
+
+        from isolation.runtime.operator import PreparedTask
+
+        task = PreparedTask(payload)
+        task.render()
+        task.execute()
+        return_value, xcoms = result.values(task.record.return_value, task.record.pushed)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):
+            raise
+        code = _classify(exc)
+        if code is ExitCode.SKIPPED:
+            log.info("task skipped: %s", exc)
+        elif code is ExitCode.FAILED and not isinstance(exc, IsolationError):
+            log.error("task failed", exc_info=True)
+        _write_result(path, result.document(code.outcome, error=exc, **info))
+        _say(exc, code)
+        stream.drain()
+        return int(code)
+    _write_result(path, result.document("success", return_value=return_value, xcoms=xcoms, **info))
+    log.info("task succeeded")
+    stream.drain()
+    return int(ExitCode.SUCCESS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,325 @@
+"""Every difference between the supported Airflow versions (2.9-2.11, 3.0-3.3), in one place.
+
+The rest of the runtime has one code path per concept and asks this module for the
+version-specific piece. Private Airflow names used here are marked ``PRIVATE`` with
+the reason; each is exercised by the integration tests on Airflow 2.11 and 3.3.
+Import this module only after the sandbox is prepared: it imports Airflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import inspect
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import airflow
+from isolation.errors import IsolationViolation, NotProvided
+from isolation.runtime import secrets
+
+AIRFLOW_VERSION: str = airflow.__version__
+AIRFLOW_V3: bool = int(AIRFLOW_VERSION.split(".", 1)[0]) >= 3
+
+if AIRFLOW_V3:
+    from airflow.sdk import DAG, BaseOperator
+    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException, TaskDeferred
+else:
+    from airflow.exceptions import AirflowNotFoundException, AirflowSkipException, TaskDeferred
+    from airflow.models.baseoperator import BaseOperator
+    from airflow.models.dag import DAG
+
+__all__ = [
+    "AIRFLOW_V3",
+    "AIRFLOW_VERSION",
+    "DAG",
+    "BaseOperator",
+    "ConnectionNotProvided",
+    "TaskDeferred",
+    "VariableNotProvided",
+    "current_context",
+    "execute_kwargs",
+    "import_operator",
+    "install_guards",
+    "macros",
+    "mask_secret",
+    "outlet_events",
+    "skip_exceptions",
+]
+
+
+class ConnectionNotProvided(NotProvided, AirflowNotFoundException):  # type: ignore[misc]
+    """Raised where Airflow raises AirflowNotFoundException, so operators that handle it still do."""
+
+    def __init__(self, conn_id: str) -> None:
+        NotProvided.__init__(self, "connection", conn_id)
+
+
+class VariableNotProvided(NotProvided, KeyError):
+    """Raised where Airflow 2 raises KeyError for a missing variable."""
+
+    def __init__(self, key: str) -> None:
+        NotProvided.__init__(self, "variable", key)
+
+
+def skip_exceptions() -> tuple[type[BaseException], ...]:
+    # Airflow 3 re-exports the SDK's class from airflow.exceptions; catch both spellings.
+    from airflow.exceptions import AirflowSkipException as core_skip
+
+    return tuple({AirflowSkipException, core_skip})
+
+
+# -- operators -----------------------------------------------------------------------
+
+# Airflow 3 moved the core operators to the standard provider; the standard provider
+# also installs on Airflow 2.9+. A DAG author may use either spelling on either version.
+_ALIASES = (
+    ("airflow.operators.", "airflow.providers.standard.operators."),
+    ("airflow.sensors.", "airflow.providers.standard.sensors."),
+    ("airflow.hooks.", "airflow.providers.standard.hooks."),
+)
+
+
+def _candidates(import_path: str) -> list[str]:
+    paths = [import_path]
+    for old, new in _ALIASES:
+        if import_path.startswith(old):
+            paths.append(new + import_path[len(old) :])
+        elif import_path.startswith(new):
+            paths.append(old + import_path[len(new) :])
+    return paths
+
+
+def import_operator(import_path: str) -> Any:
+    """Import ``pkg.module.Class`` (or ``pkg.module:Class``), trying the other version's spelling."""
+    first_error: Exception | None = None
+    for candidate in _candidates(import_path):
+        module_name, sep, name = candidate.replace(":", ".").rpartition(".")
+        if not sep:
+            continue
+        try:
+            return getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError) as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
+
+
+def execute_kwargs(operator: Any) -> dict[str, Any]:
+    """The marker Airflow's task runner passes to ``execute`` so it does not warn about a direct call.
+
+    PRIVATE: Airflow 2 compares with ``airflow.models.base._sentinel``, Airflow 3 with
+    ``ExecutorSafeguard.sentinel_value``; without it every task logs "cannot be called
+    outside TaskInstance".
+    """
+    key = f"{type(operator).__name__}__sentinel"
+    if AIRFLOW_V3:
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+
+        return {key: ExecutorSafeguard.sentinel_value}
+    from airflow.models.base import _sentinel
+
+    return {key: _sentinel}
+
+
+@contextlib.contextmanager
+def current_context(context: dict[str, Any]) -> Iterator[None]:
+    """Make ``get_current_context()`` return ``context`` while the operator runs."""
+    if AIRFLOW_V3:
+        from airflow.sdk.execution_time.context import set_current_context
+    else:
+        from airflow.models.taskinstance import set_current_context
+    with set_current_context(context):  # type: ignore[arg-type]
+        yield
+
+
+# -- context pieces --------------------------------------------------------------------
+
+
+def macros() -> ModuleType:
+    if AIRFLOW_V3:
+        return importlib.import_module("airflow.sdk.execution_time.macros")
+    return importlib.import_module("airflow.macros")
+
+
+def outlet_events() -> Any:
+    if AIRFLOW_V3:
+        from airflow.sdk.execution_time.context import OutletEventAccessors
+    else:
+        try:
+            from airflow.utils.context import OutletEventAccessors
+        except ImportError:  # Airflow 2.9 named them after datasets
+            return None
+    return OutletEventAccessors()
+
+
+def mask_secret(value: str) -> None:
+    """Register a value with Airflow's own log masker (public API on both majors)."""
+    if AIRFLOW_V3:
+        from airflow.sdk.log import mask_secret as airflow_mask
+    else:
+        from airflow.utils.log.secrets_masker import mask_secret as airflow_mask
+    airflow_mask(value)
+
+
+# -- guards ----------------------------------------------------------------------------
+
+
+def _violation(action: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        key = kwargs.get("key", next((a for a in args if isinstance(a, str)), None))
+        raise IsolationViolation(f"{action}({key!r})" if key is not None else action)
+
+    return refuse
+
+
+class _Refuse:
+    """Stands in for an Airflow object that would reach the database or the supervisor."""
+
+    def __init__(self, action: str, harmless: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "_action", action)
+        object.__setattr__(self, "_harmless", harmless)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise IsolationViolation(self._action)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._harmless:
+            return lambda *args, **kwargs: None
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise IsolationViolation(f"{self._action} ({name})")
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"<refused by isolation: {self._action}>"
+
+
+def _wrap_classmethod(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    original = inspect.getattr_static(cls, name, None)
+    if original is None:
+        return
+    func = original.__func__ if isinstance(original, (classmethod, staticmethod)) else original
+    wrapped = functools.wraps(func)(make(func))
+    setattr(cls, name, classmethod(wrapped) if isinstance(original, classmethod) else staticmethod(wrapped))
+
+
+def _guard_connection_get(cls: type, name: str) -> None:
+    def make(func: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(func):
+
+            async def aget(klass: Any, conn_id: str, *args: Any, **kwargs: Any) -> Any:
+                if not secrets.has_connection(conn_id):
+                    raise ConnectionNotProvided(conn_id)
+                return await func(klass, conn_id, *args, **kwargs)
+
+            return aget
+
+        def get(klass: Any, conn_id: str, *args: Any, **kwargs: Any) -> Any:
+            if not secrets.has_connection(conn_id):
+                raise ConnectionNotProvided(conn_id)
+            return func(klass, conn_id, *args, **kwargs)
+
+        return get
+
+    _wrap_classmethod(cls, name, make)
+
+
+def _guard_variable_get(cls: type) -> None:
+    def make(func: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(func)
+        # Airflow 2 and core models call it default_var, the Task SDK calls it default.
+        default_name = next((n for n in ("default", "default_var") if n in signature.parameters), None)
+
+        def get(klass: Any, key: str, *args: Any, **kwargs: Any) -> Any:
+            if not secrets.has_variable(key):
+                bound = signature.bind(klass, key, *args, **kwargs)
+                if default_name is not None and default_name in bound.arguments:
+                    return bound.arguments[default_name]
+                raise VariableNotProvided(key)
+            return func(klass, key, *args, **kwargs)
+
+        return get
+
+    _wrap_classmethod(cls, "get", make)
+
+
+def _guard_variable_writes(cls: type) -> None:
+    for name in ("set", "delete", "update"):
+        if inspect.getattr_static(cls, name, None) is not None:
+            setattr(cls, name, staticmethod(_violation(f"Variable.{name}")))
+
+
+def _guard_orm() -> None:
+    from sqlalchemy import event
+
+    from airflow import settings
+
+    session = _Refuse(
+        "an Airflow metadata database session (settings.Session, create_session, provide_session)",
+        harmless=("remove", "close_all"),
+    )
+    for name in ("Session", "NonScopedSession", "AsyncSession"):
+        if hasattr(settings, name):
+            setattr(settings, name, session)
+
+    def refuse_connect(*args: Any, **kwargs: Any) -> None:
+        raise IsolationViolation("connecting to Airflow's metadata database (settings.engine)")
+
+    # The engines stay (Airflow reads engine.url in places) but can never connect.
+    for name in ("engine", "async_engine"):
+        engine = getattr(settings, name, None)
+        if engine is not None:
+            event.listen(getattr(engine, "sync_engine", engine), "do_connect", refuse_connect)
+
+
+def _guard_supervisor() -> None:
+    # PRIVATE: the Task SDK talks to its supervisor through this module global; there is
+    # no public way to refuse it. Setting it also makes the SDK's own code take its
+    # "inside a task" paths, which then reach the refusal instead of a missing name.
+    from airflow.sdk.execution_time import task_runner
+
+    task_runner.SUPERVISOR_COMMS = _Refuse("a call to the Airflow 3 supervisor (SUPERVISOR_COMMS)")  # type: ignore[assignment]
+
+
+def _guard_internal_api() -> None:
+    try:
+        from airflow.api_internal.internal_api_call import InternalApiConfig
+    except ImportError:  # 2.9 and 2.10 have it; older or stripped builds may not
+        return
+    InternalApiConfig.set_use_internal_api = staticmethod(  # type: ignore[method-assign,assignment]
+        _violation("switching to Airflow 2's internal API (AIP-44)")
+    )
+    InternalApiConfig.get_internal_api_endpoint = staticmethod(  # type: ignore[method-assign,assignment]
+        _violation("a call to Airflow 2's internal API (AIP-44)")
+    )
+
+
+def install_guards() -> None:
+    """Install the no-callback contract: every way back into Airflow raises IsolationViolation."""
+    import atexit
+
+    from airflow.models.connection import Connection as CoreConnection
+    from airflow.models.variable import Variable as CoreVariable
+
+    from airflow import settings
+
+    atexit.unregister(settings.dispose_orm)
+    _guard_orm()
+    _guard_connection_get(CoreConnection, "get_connection_from_secrets")
+    _guard_variable_get(CoreVariable)
+    _guard_variable_writes(CoreVariable)
+    if AIRFLOW_V3:
+        from airflow.sdk import Connection, Variable
+
+        _guard_connection_get(Connection, "get")
+        _guard_connection_get(Connection, "async_get")
+        _guard_variable_get(Variable)
+        _guard_variable_writes(Variable)
+        _guard_supervisor()
+    else:
+        _guard_internal_api()

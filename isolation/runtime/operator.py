@@ -1,0 +1,109 @@
+"""Import, build, render and execute the wrapped operator."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from isolation.errors import DeferralNotSupported, IsolationError, OperatorLoadError
+from isolation.runtime import compat
+from isolation.runtime.context import XComRecord, build_context
+from isolation.transport import CallableRef
+
+if TYPE_CHECKING:
+    from isolation.transport.payload import Payload
+
+log = logging.getLogger("isolation.runtime")
+
+
+def _resolve_callables(value: Any, where: str) -> Any:
+    """Turn every CallableRef in the arguments into the function it names."""
+    if isinstance(value, CallableRef):
+        try:
+            return value.resolve()
+        except Exception as exc:
+            raise OperatorLoadError(
+                f"{where}: callable {value.path!r} cannot be imported in this environment "
+                f"({type(exc).__name__}: {exc})",
+                hint="install the module that defines it in the environment (environments/<name>/requirements.txt)",
+            ) from None
+    if isinstance(value, dict):
+        return {k: _resolve_callables(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_callables(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def load_class(import_path: str) -> type:
+    try:
+        cls = compat.import_operator(import_path)
+    except Exception as exc:
+        raise OperatorLoadError(
+            f"operator {import_path!r} cannot be imported in this environment ({type(exc).__name__}: {exc})",
+            hint="check the import path, and that the environment's requirements.txt installs its provider",
+        ) from None
+    if not isinstance(cls, type) or not issubclass(cls, compat.BaseOperator):
+        raise OperatorLoadError(
+            f"{import_path!r} is not an Airflow operator class",
+            hint="IsolatedOperator runs subclasses of BaseOperator",
+        )
+    return cls
+
+
+class PreparedTask:
+    """An operator built from the envelope, with its DAG, context and XCom record."""
+
+    def __init__(self, payload: Payload) -> None:
+        self.payload = payload
+        self.record = XComRecord()
+        ctx = payload.context
+        spec = payload.operator
+        cls = load_class(spec.import_path)
+        kwargs = _resolve_callables(dict(spec.kwargs), "operator kwargs")
+        # The identity comes from the signed header, never from free-form arguments.
+        kwargs.pop("task_id", None)
+        kwargs.pop("dag", None)
+        if kwargs.get("mode") == "reschedule" and payload.options.reschedule_to_poke:
+            kwargs["mode"] = "poke"
+            log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")
+        if kwargs.get("deferrable") is True:
+            raise DeferralNotSupported(f"{spec.import_path} was given deferrable=True")
+        self.dag = compat.DAG(dag_id=ctx.dag_id, schedule=None)
+        try:
+            self.task = cls(task_id=ctx.task_id, dag=self.dag, **kwargs)
+        except IsolationError:
+            raise
+        except Exception as exc:
+            raise OperatorLoadError(
+                f"{cls.__name__} rejected its arguments ({type(exc).__name__}: {exc})",
+                hint="fix the arguments given to IsolatedOperator for this operator and Airflow version",
+            ) from None
+        if getattr(self.task, "mode", None) == "reschedule" and payload.options.reschedule_to_poke:
+            self.task.mode = "poke"
+            log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")
+        if getattr(self.task, "start_from_trigger", False):
+            raise DeferralNotSupported(f"{cls.__name__} starts from a trigger")
+        self.context = build_context(payload, self.task, self.dag, self.record)
+
+    def render(self) -> None:
+        if self.payload.options.render_templates:
+            self.task.render_template_fields(self.context)
+
+    def execute(self) -> Any:
+        """Run the operator; its return value and pushes land in ``self.record``."""
+        task = self.task
+        with compat.current_context(self.context):
+            try:
+                task.pre_execute(context=self.context)
+                result = task.execute(self.context, **compat.execute_kwargs(task))
+                task.post_execute(context=self.context, result=result)
+            except compat.TaskDeferred as exc:
+                raise DeferralNotSupported(f"{type(task).__name__} raised TaskDeferred") from exc
+        if getattr(task, "do_xcom_push", True) and result is not None:
+            self.record.return_value = result
+            if getattr(task, "multiple_outputs", False) and isinstance(result, dict):
+                for key, value in result.items():
+                    self.record.push(str(key), value)
+        elif not getattr(task, "do_xcom_push", True):
+            self.record.return_value = None
+        return result

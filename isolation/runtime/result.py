@@ -1,0 +1,74 @@
+"""The result file: ``isolation-result/v1`` JSON, written atomically (docs/runtime.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from isolation.errors import ResultError
+
+FORMAT = "isolation-result/v1"
+
+
+def _json_value(value: Any, key: str) -> Any:
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ResultError(
+            f"XCom {key!r} is not JSON-serialisable ({type(exc).__name__}: {exc})",
+            hint="return or push plain JSON data (str, int, float, bool, None, list, dict with str keys)",
+        ) from None
+    # A round trip normalises tuples to lists and rejects nothing else: what the host reads.
+    return json.loads(text)
+
+
+def values(return_value: Any, pushed: list[tuple[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    """Check and normalise the return value and XComs; ResultError names the failing key."""
+    checked_return = _json_value(return_value, "return_value")
+    checked = [{"key": key, "value": _json_value(value, key)} for key, value in pushed]
+    return checked_return, checked
+
+
+def document(
+    outcome: str,
+    *,
+    return_value: Any = None,
+    xcoms: list[dict[str, Any]] | None = None,
+    error: BaseException | None = None,
+    redact: Callable[[str], str] = str,
+    environment: str | None = None,
+    airflow_version: str | None = None,
+) -> dict[str, Any]:
+    err = None
+    if error is not None:
+        message = getattr(error, "message", None) or str(error)
+        err = {"type": type(error).__name__, "message": redact(message)}
+    return {
+        "format": FORMAT,
+        "outcome": outcome,
+        "return_value": return_value,
+        "xcoms": xcoms or [],
+        "error": err,
+        "environment": {"python": platform.python_version(), "airflow": airflow_version, "name": environment},
+    }
+
+
+def write(path: str, doc: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same directory, then rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".isolation-result-", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(doc, handle)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

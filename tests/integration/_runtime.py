@@ -1,0 +1,173 @@
+"""Helpers to seal a task and run the isolated runtime in a real environment.
+
+The runtime runs as the local backend would run it: the environment's interpreter,
+``-m isolation.runtime --stdin``, the envelope on standard input, a scrubbed
+environment (no variable of this test process leaks in), the keys directory from
+``ISOLATION_KEYS_DIR`` and a result path chosen through the payload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isolation.environments import LocalEnvironment
+from isolation.transport import seal_envelope
+from isolation.transport.payload import (
+    ConnectionSpec,
+    OperatorSpec,
+    Payload,
+    RuntimeOptions,
+    TaskContext,
+    XComInput,
+)
+from tests._envs import get_env, host_keyring
+
+CODE_DIR = Path(__file__).resolve().parent / "isolated_code"
+LOGICAL = dt.datetime(2024, 3, 5, 6, 7, 8, tzinfo=dt.timezone.utc)
+BASH = {
+    "legacy": "airflow.operators.bash.BashOperator",
+    "modern": "airflow.providers.standard.operators.bash.BashOperator",
+}
+PYTHON = "airflow.providers.standard.operators.python.PythonOperator"
+TIMEOUT = 180
+
+
+def make_payload(
+    import_path: str,
+    kwargs: dict[str, Any] | None = None,
+    *,
+    task_id: str = "isolated_task",
+    connections: Mapping[str, ConnectionSpec] | None = None,
+    variables: Mapping[str, str] | None = None,
+    xcom_inputs: list[XComInput] | None = None,
+    params: dict[str, Any] | None = None,
+    conf: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    try_number: int = 1,
+    map_index: int = -1,
+) -> Payload:
+    context = TaskContext(
+        dag_id="isolation_it",
+        task_id=task_id,
+        run_id="manual__2024-03-05T06:07:08+00:00",
+        map_index=map_index,
+        try_number=try_number,
+        max_tries=2,
+        logical_date=LOGICAL,
+        data_interval_start=LOGICAL - dt.timedelta(days=1),
+        data_interval_end=LOGICAL,
+        start_date=LOGICAL + dt.timedelta(minutes=1),
+        run_type="manual",
+        params=params or {},
+        dag_run_conf=conf or {},
+        owner="data-team",
+    )
+    return Payload(
+        operator=OperatorSpec(import_path=import_path, kwargs=kwargs or {}),
+        context=context,
+        connections=dict(connections or {}),
+        variables=dict(variables or {}),
+        xcom_inputs=xcom_inputs or [],
+        options=RuntimeOptions(**(options or {})),
+    )
+
+
+def seal(env: LocalEnvironment, payload: Payload, **kwargs: Any) -> str:
+    keyring = host_keyring()
+    return seal_envelope(payload, signer=keyring.signer(), recipient=keyring.recipient(env.name), **kwargs)
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    result: dict[str, Any] | None
+    workdir: Path
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def xcoms(self) -> dict[str, Any]:
+        assert self.result is not None
+        return {x["key"]: x["value"] for x in self.result["xcoms"]}
+
+
+def scrubbed_env(env: LocalEnvironment, workdir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    base = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "TMPDIR": str(workdir),
+        "PYTHONPATH": str(CODE_DIR),
+        "ISOLATION_KEYS_DIR": str(env.keys_dir),
+        # Tests read files the isolated code writes here.
+        "ISOLATION_TEST_OUT": str(workdir / "out"),
+    }
+    (workdir / "out").mkdir(exist_ok=True)
+    base.update(extra or {})
+    return base
+
+
+def run_runtime(
+    env: LocalEnvironment,
+    workdir: Path,
+    *,
+    payload: Payload | None = None,
+    stdin: str | bytes | None = None,
+    args: list[str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    result_path: Path | None = None,
+) -> Run:
+    """Run the runtime once; seal ``payload`` (with a result path under ``workdir``) if given."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    result_file = result_path or workdir / "result.json"
+    if payload is not None:
+        options = payload.options.model_copy(update={"result_path": str(result_file)})
+        payload = payload.model_copy(update={"options": options})
+        stdin = seal(env, payload)
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    cmd = [str(env.python), "-m", "isolation.runtime", *(args if args is not None else ["--stdin"])]
+    done = subprocess.run(
+        cmd,
+        input=data if data is not None else b"",
+        capture_output=True,
+        cwd=workdir,
+        env=scrubbed_env(env, workdir, extra_env),
+        timeout=TIMEOUT,
+        check=False,
+    )
+    result = json.loads(result_file.read_text()) if result_file.exists() else None
+    out_dir = workdir / "out"
+    files = {p.name: p.read_text(errors="replace") for p in out_dir.iterdir() if p.is_file()}
+    return Run(
+        done.returncode,
+        done.stdout.decode(errors="replace"),
+        done.stderr.decode(errors="replace"),
+        result,
+        workdir,
+        files,
+    )
+
+
+def run_many(jobs: Mapping[str, tuple[LocalEnvironment, Payload]], base: Path) -> dict[str, Run]:
+    """Run several independent tasks in parallel (two at a time: CI has two cores)."""
+    with ThreadPoolExecutor(max_workers=int(os.environ.get("ISOLATION_TEST_PARALLEL", "2"))) as pool:
+        futures = {name: pool.submit(run_runtime, env, base / name, payload=p) for name, (env, p) in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def env(name: str) -> LocalEnvironment:
+    return get_env(name)
