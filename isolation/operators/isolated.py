@@ -50,11 +50,13 @@ from isolation.operators.result import (
     parse_result,
 )
 
-__all__ = ["IsolatedOperator", "operator_path"]
+__all__ = ["ENVIRONMENT_XCOM", "IsolatedOperator", "operator_path"]
 
 _OPERATOR_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*")
 # Arguments of BaseOperator belong to the IsolatedOperator (pool, retries, callbacks, ...).
 _BASE_ARGS = frozenset(inspect.signature(BaseOperator.__init__).parameters) - {"self", "kwargs"}
+ENVIRONMENT_XCOM = "isolation_environment"
+"""XCom key the host pushes after a successful run: environment name, backend, Python and Airflow versions."""
 _MISSING = "\x00isolation: missing\x00"
 _MAX_MESSAGE = 2000
 
@@ -194,6 +196,11 @@ class IsolatedOperator(BaseOperator):
         for xcom in result.xcoms:
             ti.xcom_push(key=xcom.key, value=xcom.value)
         where = result.environment
+        # Where the task really ran, for the UI and for host tasks that care.
+        ti.xcom_push(
+            key=ENVIRONMENT_XCOM,
+            value={"name": environment, "backend": backend.name, "python": where.python, "airflow": where.airflow},
+        )
         self.log.info(
             "Isolated task finished in environment %r (Python %s, Airflow %s)",
             environment,

@@ -1,0 +1,1 @@
+"""Example DAGs (tested documentation) and the callables they run in isolated environments."""
