@@ -238,7 +238,10 @@ class Keyset:
 
         A retiring key may be revoked only once the overlap window since it stopped
         sealing has passed, so no envelope sealed under it while it was primary can
-        still be in flight. ``force`` skips that wait: for a compromised key.
+        still be in flight: one sealed at ``status_changed_at`` with a lifetime of the
+        whole window is still valid at ``status_changed_at + overlap_seconds``, so the
+        earliest revocation is the second after. ``force`` skips that wait: for a
+        compromised key.
         """
         target = self.get(kid)
         stamp = _now(now)
@@ -247,7 +250,7 @@ class Keyset:
         if target.status is KeyStatus.REVOKED:
             return self
         ready_at = target.status_changed_at + self.overlap_seconds
-        if target.status is KeyStatus.RETIRING and stamp < ready_at and not force:
+        if target.status is KeyStatus.RETIRING and stamp <= ready_at and not force:
             raise RotationError(
                 f"key {kid} stopped sealing less than the overlap window ({self.overlap_seconds} s) ago; "
                 f"envelopes sealed under it may still be in flight until {ready_at} (unix time)",
