@@ -1,0 +1,373 @@
+"""Policy: keys, clock, audience, subject, schema and payload checks, each with its reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from transport_support import (
+    EXAMPLES,
+    NOW,
+    assemble,
+    keys,
+    rejected,
+    simple_payload,
+    split,
+    subject_of,
+)
+
+from isolation.errors import EnvelopeRejected, RejectReason
+from isolation.transport import Keyset, Subject, _codec, envelope, open_envelope, seal_envelope
+from isolation.transport.keyset import Purpose
+from isolation.transport.payload import Payload
+
+R = RejectReason
+SUBJECT = Subject("dag", "task", "manual__1")
+
+
+def _seal(plaintext: bytes = b"x", **kw: object) -> bytes:
+    k = keys()
+    args: dict[str, object] = {"signer": k.signer, "recipient": k.recipient.public(), "subject": SUBJECT, "now": NOW}
+    args.update(kw)
+    return envelope.seal_bytes(plaintext, **args)  # type: ignore[arg-type]
+
+
+def _open(data: bytes, **kw: object) -> envelope.OpenedBytes:
+    k = keys()
+    args: dict[str, object] = {"signers": k.trusted, "recipient": k.recipient, "now": NOW}
+    args.update(kw)
+    return envelope.open_bytes(data, **args)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_wrong_recipient_key_is_unknown_key() -> None:
+    # Same environment name, another key: exact key-id match fails, nothing is tried.
+    error = rejected(lambda: _open(_seal(), recipient=keys().impostor), R.UNKNOWN_KEY)
+    assert error.key_id == keys().recipient.primary().kid
+
+
+def test_public_recipient_keyset_cannot_open() -> None:
+    rejected(lambda: _open(_seal(), recipient=keys().recipient.public()), R.UNKNOWN_KEY)
+
+
+def test_untrusted_signer_is_unknown_key() -> None:
+    k = keys()
+    data = _seal(signer=k.untrusted)
+    error = rejected(lambda: _open(data), R.UNKNOWN_KEY)
+    assert error.key_id == k.untrusted.primary().kid
+    rejected(lambda: _open(_seal(), signers=[]), R.UNKNOWN_KEY)
+    assert _open(data, signers=[k.trusted, k.untrusted.public()]).plaintext == b"x"
+
+
+def test_revoked_signer_and_recipient() -> None:
+    k = keys()
+    data = _seal()
+    signer_kid = k.signer.primary().kid
+    signer, _ = k.signer.add(now=NOW)
+    signer = signer.promote(signer.keys[-1].kid, now=NOW)
+    # Still verifies while retiring; refused once revoked (after the overlap, or forced).
+    assert _open(data, signers=signer.public()).plaintext == b"x"
+    revoked = signer.revoke(signer_kid, now=NOW + signer.overlap_seconds + 1)
+    error = rejected(lambda: _open(data, signers=revoked.public()), R.REVOKED_KEY)
+    assert error.key_id == signer_kid
+    rejected(lambda: _open(data, signers=signer.revoke(signer_kid, now=NOW, force=True).public()), R.REVOKED_KEY)
+
+    recipient, _ = k.recipient.add(now=NOW)
+    recipient = recipient.promote(recipient.keys[-1].kid, now=NOW)
+    assert _open(data, recipient=recipient).plaintext == b"x"
+    recipient = recipient.revoke(k.recipient.primary().kid, now=NOW, force=True)
+    rejected(lambda: _open(data, recipient=recipient), R.REVOKED_KEY)
+
+
+def test_a_recipient_key_is_never_a_signer() -> None:
+    # A header naming a recipient key as its signer, with that recipient keyset
+    # (wrongly) among the trusted signers: refused as unknown, never used to verify.
+    k = keys()
+    fields = msgpack.unpackb(split(_seal())[0])
+    fields[2] = k.recipient.primary().kid_bytes
+    forged = assemble(msgpack.packb(fields, use_bin_type=True), b"x", recipient=k.recipient, signer=k.signer)
+    rejected(lambda: _open(forged, signers=[k.trusted, k.recipient]), R.UNKNOWN_KEY)
+
+
+def test_suite_2_key_cannot_open_suite_1_envelope() -> None:
+    k = keys()
+    pq_named_a = Keyset(Purpose.RECIPIENT, "env-a", k.recipient_pq.keys)
+    rejected(lambda: _open(_seal(), recipient=pq_named_a), R.UNKNOWN_KEY)
+
+
+def test_seal_needs_the_right_keyset_purposes() -> None:
+    from isolation.errors import KeysetError
+
+    k = keys()
+    with pytest.raises(KeysetError):
+        envelope.seal_bytes(b"", signer=k.recipient, recipient=k.signer, subject=SUBJECT, now=NOW)
+    with pytest.raises(KeysetError, match=r"public keyset|no private part"):
+        envelope.seal_bytes(b"", signer=k.trusted, recipient=k.recipient, subject=SUBJECT, now=NOW)
+
+
+# --------------------------------------------------------------------------- clock
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    lifetime=st.integers(1, envelope.MAX_LIFETIME),
+    skew=st.integers(0, 900),
+    offset=st.integers(-2000, 2000),
+    anchor=st.sampled_from(["issued", "expires"]),
+)
+def test_validity_window(lifetime: int, skew: int, offset: int, anchor: str) -> None:
+    data = _seal(lifetime=lifetime)
+    clock = (NOW if anchor == "issued" else NOW + lifetime) + offset
+    if clock > NOW + lifetime + skew:
+        rejected(lambda: _open(data, now=clock, skew=skew), R.EXPIRED)
+    elif clock < NOW - skew:
+        rejected(lambda: _open(data, now=clock, skew=skew), R.NOT_YET_VALID)
+    else:
+        assert _open(data, now=clock, skew=skew).plaintext == b"x"
+
+
+@settings(max_examples=EXAMPLES)
+@given(lifetime=st.integers(1, envelope.MAX_LIFETIME), late=st.integers(1, 10**9), early=st.integers(1, 10**9))
+def test_expired_and_future_envelopes_through_the_recipe(lifetime: int, late: int, early: int) -> None:
+    k = keys()
+    payload = simple_payload()
+    text = seal_envelope(payload, signer=k.signer, recipient=k.recipient.public(), now=NOW, lifetime=lifetime)
+    skew = envelope.DEFAULT_SKEW
+
+    def at(clock: int) -> Payload:
+        return open_envelope(text, signers=k.trusted, recipient=k.recipient, now=clock).payload
+
+    rejected(lambda: at(NOW + lifetime + skew + late), R.EXPIRED)
+    rejected(lambda: at(NOW - skew - early), R.NOT_YET_VALID)
+    assert at(NOW + lifetime + skew) == payload
+    assert at(NOW - skew) == payload
+
+
+def test_clock_defaults_to_now() -> None:
+    import time
+
+    data = _seal(now=int(time.time()))
+    assert _open(data, now=None).plaintext == b"x"
+    rejected(lambda: _open(_seal(now=int(time.time()) - 7200), now=None), R.EXPIRED)
+
+
+def test_lifetime_beyond_the_readers_maximum_is_refused() -> None:
+    rejected(lambda: _open(_seal(lifetime=3600), max_lifetime=600), R.BAD_FORMAT)
+
+
+# --------------------------------------------------------------------------- audience and subject
+
+_env_names = st.from_regex(r"\A[a-z0-9]([a-z0-9._-]{0,20}[a-z0-9])?\Z").filter(lambda n: n != "env-a")
+
+
+@settings(max_examples=EXAMPLES)
+@given(name=_env_names)
+def test_wrong_audience(name: str) -> None:
+    k = keys()
+    rejected(lambda: _open(_seal(), audience=name), R.WRONG_AUDIENCE)
+    # The same keys under another environment name: the header says env-a.
+    renamed = Keyset(Purpose.RECIPIENT, name, k.recipient.keys)
+    rejected(lambda: _open(_seal(), recipient=renamed), R.WRONG_AUDIENCE)
+    # And the other way round: sealed for `name` with env-a's keys.
+    data = _seal(recipient=renamed.public())
+    rejected(lambda: _open(data), R.WRONG_AUDIENCE)
+    assert _open(data, audience=name).plaintext == b"x"
+
+
+_subjects = st.builds(
+    Subject,
+    st.text(min_size=1, max_size=30),
+    st.text(min_size=1, max_size=30),
+    st.text(min_size=1, max_size=30),
+    st.integers(-1, 2**31 - 1),
+    st.integers(0, 2**31 - 1),
+)
+
+
+@settings(max_examples=EXAMPLES)
+@given(sealed_for=_subjects, asked=_subjects)
+def test_wrong_subject(sealed_for: Subject, asked: Subject) -> None:
+    data = _seal(subject=sealed_for)
+    if asked == sealed_for:
+        assert _open(data, subject=asked).header.subject == sealed_for
+    else:
+        rejected(lambda: _open(data, subject=asked), R.WRONG_SUBJECT)
+    assert _open(data).header.subject == sealed_for  # no subject asked: not checked
+
+
+def _other_int(value: int) -> int:
+    return value + 1 if value < 2**31 - 1 else value - 1
+
+
+@settings(max_examples=EXAMPLES)
+@given(subject=_subjects, field=st.sampled_from(["dag_id", "task_id", "run_id", "map_index", "try_number"]))
+def test_payload_context_must_match_the_signed_header(subject: Subject, field: str) -> None:
+    payload = simple_payload()
+    payload = payload.model_copy(update={"context": payload.context.model_copy(update=subject.__dict__)})
+    k = keys()
+    header_subject = subject_of(payload)
+    changed = {
+        "dag_id": header_subject.dag_id + "x",
+        "task_id": header_subject.task_id + "x",
+        "run_id": header_subject.run_id + "x",
+        "map_index": _other_int(header_subject.map_index),
+        "try_number": _other_int(header_subject.try_number),
+    }[field]
+    header_subject = Subject(**{**header_subject.__dict__, field: changed})
+    data = envelope.seal_bytes(
+        _codec.pack(payload.to_wire()),
+        signer=k.signer,
+        recipient=k.recipient.public(),
+        subject=header_subject,
+        now=NOW,
+    )
+    text = envelope.to_text(data)
+    rejected(lambda: open_envelope(text, signers=k.trusted, recipient=k.recipient, now=NOW), R.WRONG_SUBJECT)
+
+
+# --------------------------------------------------------------------------- schema, payload, decryption
+
+
+def test_unsupported_payload_schema() -> None:
+    data = _seal(payload_schema=2)
+    rejected(lambda: _open(data), R.UNSUPPORTED_VERSION)
+    assert _open(data, supported_schemas=(1, 2)).header.payload_schema == 2
+
+
+def _wire() -> dict[str, object]:
+    return simple_payload().to_wire()
+
+
+_BAD_PLAINTEXTS = {
+    "empty": b"",
+    "not msgpack": b"\xc1",
+    "truncated": _codec.pack({"a": 1})[:-1],
+    "trailing byte": _codec.pack(simple_payload().to_wire()) + b"\xc0",
+    "array": _codec.pack([1, 2]),
+    "missing field": _codec.pack({k: v for k, v in simple_payload().to_wire().items() if k != "operator"}),
+    "unknown field": _codec.pack({**simple_payload().to_wire(), "surprise": 1}),
+    "wrong type": _codec.pack({**simple_payload().to_wire(), "variables": {"v": b"bytes"}}),
+    "wider int": b"\x81\xa1a\xcd\x00\x01",
+    "float32": b"\x81\xa1a\xca\x3f\x80\x00\x00",
+    "duplicate map key": b"\x82\xa1a\x01\xa1a\x02",
+    "non-string map key": b"\x81\x01\x01",
+    "timestamp ext": msgpack.packb(msgpack.Timestamp(1)),
+    "unknown ext": msgpack.packb(msgpack.ExtType(99, b"")),
+    "datetime not canonical": msgpack.packb(msgpack.ExtType(1, b"2024-01-01 00:00:00")),
+    "datetime garbage": msgpack.packb(msgpack.ExtType(1, b"\xff\xfe")),
+    "date not canonical": msgpack.packb(msgpack.ExtType(2, b"20240101")),
+    "timedelta not normalised": msgpack.packb(msgpack.ExtType(3, struct.pack(">iiI", 0, 86400, 0))),
+    "timedelta short": msgpack.packb(msgpack.ExtType(3, b"\x00")),
+    "timedelta overflow": msgpack.packb(msgpack.ExtType(3, struct.pack(">iiI", 2**31 - 1, 0, 0))),
+    "callable bad path": msgpack.packb(msgpack.ExtType(4, b"not a path")),
+    "str not utf-8": b"\xa1\xff",
+    "too deep": b"\x91" * 40 + b"\xc0",
+    "schema_version 2": _codec.pack({**simple_payload().to_wire(), "schema_version": 2}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BAD_PLAINTEXTS))
+def test_bad_payloads(name: str) -> None:
+    k = keys()
+    payload = simple_payload()
+    data = envelope.seal_bytes(
+        _BAD_PLAINTEXTS[name], signer=k.signer, recipient=k.recipient.public(), subject=subject_of(payload), now=NOW
+    )
+    rejected(
+        lambda: open_envelope(envelope.to_text(data), signers=k.trusted, recipient=k.recipient, now=NOW),
+        R.BAD_PAYLOAD,
+    )
+
+
+def test_decryption_failures() -> None:
+    k = keys()
+    header = split(_seal())[0]
+    # Encrypted to another key under env-a's key id, then properly signed.
+    wrong_key = assemble(header, b"x", recipient=k.impostor, signer=k.signer)
+    rejected(lambda: _open(wrong_key), R.DECRYPT_FAILED)
+    # HPKE info not bound to this header.
+    wrong_info = assemble(header, b"x", recipient=k.recipient, signer=k.signer, info=b"ISOL\x01")
+    rejected(lambda: _open(wrong_info), R.DECRYPT_FAILED)
+    # The HPKE enc is not a point of the curve / all zeros.
+    _, _, ciphertext, _ = split(_seal())
+    for bad_enc in (bytes(32), b"\xff" * 32, bytes([1]) + bytes(31)):
+        signature = k.signer.primary().private_key().sign(envelope.signed_message(header, bad_enc, ciphertext))
+        forged = b"".join((envelope.PREFIX, struct.pack(">H", len(header)), header, bad_enc, ciphertext, signature))
+        rejected(lambda forged=forged: _open(forged), R.DECRYPT_FAILED)  # type: ignore[misc]
+
+
+def test_check_order() -> None:
+    """When several checks fail, the first in the documented order names the reason."""
+    k = keys()
+    renamed = Keyset(Purpose.RECIPIENT, "env-b", k.impostor.keys)
+    late = NOW + 10**6
+    bad = _seal(lifetime=60, subject=SUBJECT, payload_schema=3)
+    flipped = bad[:-1] + bytes([bad[-1] ^ 1])
+    # signature before the clock; clock before audience; audience before subject;
+    # subject before schema; schema before the recipient key.
+    rejected(lambda: _open(flipped, now=late, recipient=renamed), R.BAD_SIGNATURE)
+    rejected(lambda: _open(bad, now=late, recipient=renamed), R.EXPIRED)
+    rejected(lambda: _open(bad, recipient=renamed), R.WRONG_AUDIENCE)
+    rejected(lambda: _open(bad, recipient=k.impostor, subject=Subject("a", "b", "c")), R.WRONG_SUBJECT)
+    rejected(lambda: _open(bad, recipient=k.impostor), R.UNSUPPORTED_VERSION)
+    rejected(lambda: _open(_seal(), recipient=k.impostor), R.UNKNOWN_KEY)
+
+
+def test_text_size_limits() -> None:
+    k = keys()
+    text = envelope.to_text(_seal(b"x" * 2000))
+    rejected(
+        lambda: open_envelope(text, signers=k.trusted, recipient=k.recipient, max_text_size=len(text) - 1),
+        R.TOO_LARGE,
+    )
+    # The limit is checked before decoding: oversized garbage is too-large, not bad-format.
+    rejected(
+        lambda: open_envelope("!" * (envelope.FILE_LIMIT + 1), signers=k.trusted, recipient=k.recipient), R.TOO_LARGE
+    )
+    rejected(
+        lambda: open_envelope(
+            "A" * (envelope.ENV_VAR_LIMIT + 1),
+            signers=k.trusted,
+            recipient=k.recipient,
+            max_text_size=envelope.ENV_VAR_LIMIT,
+        ),
+        R.TOO_LARGE,
+    )
+
+
+def test_reject_reason_strings_are_stable() -> None:
+    assert {r.value for r in RejectReason} == {
+        "bad-format",
+        "unsupported-version",
+        "too-large",
+        "unknown-key",
+        "revoked-key",
+        "bad-signature",
+        "expired",
+        "not-yet-valid",
+        "wrong-audience",
+        "wrong-subject",
+        "decrypt-failed",
+        "bad-payload",
+    }
+    error = EnvelopeRejected(R.EXPIRED, "expired 5 s ago", key_id="ab" * 16)
+    assert str(error) == f"envelope rejected (expired): expired 5 s ago [key {'ab' * 16}]"
+    assert "hint:" in error.diagnostics()
+
+
+def test_datetimes_keep_their_instant_and_offset() -> None:
+    k = keys()
+    when = dt.datetime(2030, 3, 31, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=45)))
+    payload = simple_payload()
+    payload = payload.model_copy(update={"context": payload.context.model_copy(update={"logical_date": when})})
+    text = seal_envelope(payload, signer=k.signer, recipient=k.recipient.public(), now=NOW)
+    opened = open_envelope(text, signers=k.trusted, recipient=k.recipient, now=NOW).payload.context.logical_date
+    assert opened == when
+    assert opened is not None
+    assert opened.utcoffset() == when.utcoffset()
