@@ -134,6 +134,7 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
             compat.mask_secret(value)
         # Airflow configured logging on import; put the one redacting handler back.
         logs.route_logging(stream, payload.options.log_level)
+        compat.route_structlog()
         log.info("running %s for %s", payload.operator.import_path, opened.header.subject)
 
         from isolation.runtime.operator import PreparedTask

@@ -14,7 +14,7 @@ from airflow.secrets import BaseSecretsBackend
 from isolation.runtime import secrets
 
 
-class EnvelopeSecretsBackend(BaseSecretsBackend):  # type: ignore[misc]
+class EnvelopeSecretsBackend(BaseSecretsBackend):
     """Serves the envelope's connections and variables; knows nothing else."""
 
     def __init__(self, **kwargs: Any) -> None:

@@ -23,22 +23,32 @@ from isolation.runtime import secrets
 AIRFLOW_VERSION: str = airflow.__version__
 AIRFLOW_V3: bool = int(AIRFLOW_VERSION.split(".", 1)[0]) >= 3
 
-if AIRFLOW_V3:
-    from airflow.sdk import DAG, BaseOperator
-    from airflow.sdk.exceptions import AirflowNotFoundException, AirflowSkipException, TaskDeferred
-else:
-    from airflow.exceptions import AirflowNotFoundException, AirflowSkipException, TaskDeferred
-    from airflow.models.baseoperator import BaseOperator
-    from airflow.models.dag import DAG
+
+def _load(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
+# The Task SDK is Airflow 3's authoring API; Airflow 2 has the same names in core.
+_EXCEPTIONS = "airflow.sdk.exceptions" if AIRFLOW_V3 else "airflow.exceptions"
+DAG: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.dag", "DAG")
+BaseOperator: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.baseoperator", "BaseOperator")
+BaseHook: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.hooks.base", "BaseHook")
+Variable: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.variable", "Variable")
+AirflowNotFoundException: Any = _load(_EXCEPTIONS, "AirflowNotFoundException")
+AirflowSkipException: Any = _load(_EXCEPTIONS, "AirflowSkipException")
+TaskDeferred: Any = _load(_EXCEPTIONS, "TaskDeferred")
 
 __all__ = [
     "AIRFLOW_V3",
     "AIRFLOW_VERSION",
     "DAG",
+    "BaseHook",
     "BaseOperator",
     "ConnectionNotProvided",
     "TaskDeferred",
+    "Variable",
     "VariableNotProvided",
+    "context_mapping",
     "current_context",
     "execute_kwargs",
     "import_operator",
@@ -46,6 +56,7 @@ __all__ = [
     "macros",
     "mask_secret",
     "outlet_events",
+    "route_structlog",
     "skip_exceptions",
 ]
 
@@ -66,9 +77,7 @@ class VariableNotProvided(NotProvided, KeyError):
 
 def skip_exceptions() -> tuple[type[BaseException], ...]:
     # Airflow 3 re-exports the SDK's class from airflow.exceptions; catch both spellings.
-    from airflow.exceptions import AirflowSkipException as core_skip
-
-    return tuple({AirflowSkipException, core_skip})
+    return tuple({AirflowSkipException, _load("airflow.exceptions", "AirflowSkipException")})
 
 
 # -- operators -----------------------------------------------------------------------
@@ -127,15 +136,24 @@ def execute_kwargs(operator: Any) -> dict[str, Any]:
 @contextlib.contextmanager
 def current_context(context: dict[str, Any]) -> Iterator[None]:
     """Make ``get_current_context()`` return ``context`` while the operator runs."""
-    if AIRFLOW_V3:
-        from airflow.sdk.execution_time.context import set_current_context
-    else:
-        from airflow.models.taskinstance import set_current_context
-    with set_current_context(context):  # type: ignore[arg-type]
+    module = "airflow.sdk.execution_time.context" if AIRFLOW_V3 else "airflow.models.taskinstance"
+    with _load(module, "set_current_context")(context):
         yield
 
 
 # -- context pieces --------------------------------------------------------------------
+
+
+def context_mapping(values: dict[str, Any]) -> Any:
+    """The mapping type Airflow hands to ``execute``.
+
+    Airflow 2 passes ``airflow.utils.context.Context``, not a dict: operators that keep
+    the context in a templated field (PythonOperator's op_kwargs) rely on Airflow not
+    walking into it for XComArg references. Airflow 3's Context is a TypedDict.
+    """
+    if AIRFLOW_V3:
+        return values
+    return _load("airflow.utils.context", "Context")(values)
 
 
 def macros() -> ModuleType:
@@ -157,11 +175,34 @@ def outlet_events() -> Any:
 
 def mask_secret(value: str) -> None:
     """Register a value with Airflow's own log masker (public API on both majors)."""
-    if AIRFLOW_V3:
-        from airflow.sdk.log import mask_secret as airflow_mask
-    else:
-        from airflow.utils.log.secrets_masker import mask_secret as airflow_mask
-    airflow_mask(value)
+    module = "airflow.sdk.log" if AIRFLOW_V3 else "airflow.utils.log.secrets_masker"
+    _load(module, "mask_secret")(value)
+
+
+def route_structlog() -> None:
+    """Airflow 3 logs through structlog: send it into the stdlib handler the runtime owns."""
+    if not AIRFLOW_V3:
+        return
+    import structlog
+
+    def render(logger: Any, method: str, event: dict[str, Any]) -> str:
+        exception = event.pop("exception", None)
+        message = str(event.pop("event", ""))
+        extra = " ".join(f"{k}={v!r}" for k, v in event.items() if k not in ("logger", "level", "timestamp"))
+        text = f"{message} {extra}" if extra else message
+        return f"{text}\n{exception}" if exception else text
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.format_exc_info,
+            render,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
 
 
 # -- guards ----------------------------------------------------------------------------
@@ -291,10 +332,8 @@ def _guard_internal_api() -> None:
         from airflow.api_internal.internal_api_call import InternalApiConfig
     except ImportError:  # 2.9 and 2.10 have it; older or stripped builds may not
         return
-    InternalApiConfig.set_use_internal_api = staticmethod(  # type: ignore[method-assign,assignment]
-        _violation("switching to Airflow 2's internal API (AIP-44)")
-    )
-    InternalApiConfig.get_internal_api_endpoint = staticmethod(  # type: ignore[method-assign,assignment]
+    InternalApiConfig.set_use_internal_api = staticmethod(_violation("switching to Airflow 2's internal API (AIP-44)"))
+    InternalApiConfig.get_internal_api_endpoint = staticmethod(
         _violation("a call to Airflow 2's internal API (AIP-44)")
     )
 
@@ -314,7 +353,7 @@ def install_guards() -> None:
     _guard_variable_get(CoreVariable)
     _guard_variable_writes(CoreVariable)
     if AIRFLOW_V3:
-        from airflow.sdk import Connection, Variable
+        from airflow.sdk import Connection
 
         _guard_connection_get(Connection, "get")
         _guard_connection_get(Connection, "async_get")

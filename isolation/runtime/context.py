@@ -109,12 +109,18 @@ class IsolatedTaskInstance:
         if task_ids is None:
             task_ids = [self.task_id] if key != RETURN_KEY else []
         if isinstance(task_ids, str):
-            return self._pull_one(task_ids, dag_id, key, map_indexes, default, run_id)
-        return [self._pull_one(t, dag_id, key, map_indexes, default, run_id) for t in task_ids]
+            return self._pull_one(
+                task_ids, dag_id=dag_id, key=key, map_indexes=map_indexes, default=default, run_id=run_id
+            )
+        return [
+            self._pull_one(t, dag_id=dag_id, key=key, map_indexes=map_indexes, default=default, run_id=run_id)
+            for t in task_ids
+        ]
 
     def _pull_one(
         self,
         task_id: str,
+        *,
         dag_id: str | None,
         key: str,
         map_indexes: int | list[int] | None,
@@ -198,17 +204,11 @@ def build_context(payload: Payload, task: Any, dag: Any, record: XComRecord) -> 
     """The context dict ``execute`` and template rendering receive."""
     from isolation.runtime import compat
 
-    if compat.AIRFLOW_V3:
-        from airflow.sdk import BaseHook, Variable
-    else:
-        from airflow.hooks.base import BaseHook
-        from airflow.models.variable import Variable
-
     ctx = payload.context
     dag_run = IsolatedDagRun(payload)
     ti = IsolatedTaskInstance(payload, task, dag_run, record)
     context: dict[str, Any] = {
-        "conn": ConnectionAccessor(BaseHook),
+        "conn": ConnectionAccessor(compat.BaseHook),
         "dag": dag,
         "dag_run": dag_run,
         "data_interval_start": dag_run.data_interval_start,
@@ -225,7 +225,7 @@ def build_context(payload: Payload, task: Any, dag: Any, record: XComRecord) -> 
         "task_instance_key_str": f"{ctx.dag_id}__{ctx.task_id}__{ctx.run_id}",
         "test_mode": False,
         "templates_dict": None,
-        "var": {"value": VariableAccessor(Variable, False), "json": VariableAccessor(Variable, True)},
+        "var": {"value": VariableAccessor(compat.Variable, False), "json": VariableAccessor(compat.Variable, True)},
         "expanded_ti_count": None,
     }
     events = compat.outlet_events()
@@ -248,4 +248,4 @@ def build_context(payload: Payload, task: Any, dag: Any, record: XComRecord) -> 
         )
         if not compat.AIRFLOW_V3:
             context["execution_date"] = logical
-    return context
+    return compat.context_mapping(context)  # type: ignore[no-any-return]

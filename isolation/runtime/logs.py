@@ -111,7 +111,7 @@ def redirect_std_streams() -> RedactingStream:
     return stream
 
 
-def route_logging(stream: TextIO, level: str) -> None:
+def route_logging(stream: TextIO | RedactingStream, level: str) -> None:
     """One stderr handler on the root logger; Airflow's task loggers propagate to it.
 
     Airflow 2 sends task logs to a file handler that needs a task instance to open

@@ -70,7 +70,7 @@ class PreparedTask:
             raise DeferralNotSupported(f"{spec.import_path} was given deferrable=True")
         self.dag = compat.DAG(dag_id=ctx.dag_id, schedule=None)
         try:
-            self.task = cls(task_id=ctx.task_id, dag=self.dag, **kwargs)
+            built = cls(task_id=ctx.task_id, dag=self.dag, **kwargs)
         except IsolationError:
             raise
         except Exception as exc:
@@ -78,6 +78,9 @@ class PreparedTask:
                 f"{cls.__name__} rejected its arguments ({type(exc).__name__}: {exc})",
                 hint="fix the arguments given to IsolatedOperator for this operator and Airflow version",
             ) from None
+        # What Airflow's task runner does: a copy whose attribute writes during execute
+        # (op_kwargs := the context) are not tracked as DAG dependencies.
+        self.task = built.prepare_for_execution()
         if getattr(self.task, "mode", None) == "reschedule" and payload.options.reschedule_to_poke:
             self.task.mode = "poke"
             log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")

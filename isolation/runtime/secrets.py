@@ -9,6 +9,7 @@ with ``options.export_secrets_to_env``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -92,10 +93,8 @@ def secret_values(payload: Payload) -> list[str]:
     found: set[str] = set()
     for value in payload.secret_values():
         found.add(value)
-        try:
+        with contextlib.suppress(ValueError):
             found.update(_string_leaves(json.loads(value)))
-        except ValueError:
-            pass
     for value in list(found):
         if "\n" in value:
             found.update(line.strip() for line in value.splitlines())

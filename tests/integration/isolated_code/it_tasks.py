@@ -23,3 +23,258 @@ def add(a: int, b: int, *, scale: int = 1) -> int:
 
 def noop() -> None:
     return None
+
+
+def airflow_major() -> int:
+    import airflow
+
+    return int(airflow.__version__.split(".")[0])
+
+
+def inspect_context(**context: Any) -> dict[str, Any]:
+    """Report the types and values of the context, pull an XCom and push two."""
+    import datetime
+
+    if airflow_major() >= 3:
+        from airflow.sdk import get_current_context
+    else:
+        from airflow.operators.python import get_current_context
+
+    from collections.abc import Mapping
+
+    current = get_current_context()
+    ti = context["ti"]
+    ti.xcom_push(key="pushed", value={"n": 1})
+    context["task_instance"].xcom_push(key="second", value=[1, 2])
+    return {
+        "same_context": current is context or current["run_id"] == context["run_id"],
+        "logical_date_is_datetime": isinstance(context["logical_date"], datetime.datetime),
+        "logical_date_type": type(context["logical_date"]).__module__.split(".")[0],
+        "data_interval_start": context["data_interval_start"].isoformat(),
+        "params_is_mapping": isinstance(context["params"], Mapping),
+        "params": dict(context["params"]),
+        "conf": context["dag_run"].conf,
+        "ids": [ti.dag_id, ti.task_id, context["dag"].dag_id, context["task"].task_id, ti.run_id],
+        "try_number": ti.try_number,
+        "map_index": ti.map_index,
+        "pulled": ti.xcom_pull(task_ids="upstream"),
+        "pulled_key": ti.xcom_pull(task_ids="upstream", key="extra"),
+        "pulled_mapped": ti.xcom_pull(task_ids="mapped"),
+        "pulled_missing": ti.xcom_pull(task_ids="nowhere", default="dflt"),
+    }
+
+
+def use_connections_and_variables() -> dict[str, Any]:
+    """Read through every public getter; ask for what was not provided."""
+    from airflow.hooks.base import BaseHook
+
+    if airflow_major() >= 3:
+        from airflow.sdk import Connection, Variable
+
+        sdk_conn = Connection.get("api").host
+    else:
+        from airflow.models import Variable
+
+        sdk_conn = None
+    conn = BaseHook.get_connection("api")
+    report: dict[str, Any] = {
+        "host": conn.host,
+        "port": conn.port,
+        "schema": conn.schema,
+        "extra": conn.extra_dejson,
+        "sdk_conn": sdk_conn,
+        "var": Variable.get("plain"),
+        "json": Variable.get("structured", deserialize_json=True),
+        "default": Variable.get("absent", "fallback"),
+    }
+    for what, call in (
+        ("missing_conn", lambda: BaseHook.get_connection("nope")),
+        ("missing_var", lambda: Variable.get("nope")),
+    ):
+        try:
+            call()
+        except Exception as exc:
+            report[what] = [type(exc).__mro__[1].__name__, str(exc)]
+    from airflow.exceptions import AirflowNotFoundException
+
+    try:
+        BaseHook.get_connection("nope")
+    except AirflowNotFoundException:
+        report["not_found_is_airflow_type"] = True
+    try:
+        Variable.get("nope")
+    except KeyError:
+        report["missing_var_is_key_error"] = True
+    return report
+
+
+def skip() -> None:
+    from airflow.exceptions import AirflowSkipException
+
+    raise AirflowSkipException("nothing to do today")
+
+
+def fail_with(message: str) -> None:
+    raise RuntimeError(message)
+
+
+def return_unserialisable() -> Any:
+    return {1, 2, 3}
+
+
+def push_unserialisable(**context: Any) -> str:
+    context["ti"].xcom_push(key="bad_key", value=object())
+    return "ok"
+
+
+def poke_three_times() -> bool:
+    """True on the third call (a sensor pokes until then)."""
+    path = os.path.join(os.environ["ISOLATION_TEST_OUT"], "pokes")
+    count = int(open(path).read()) + 1 if os.path.exists(path) else 1
+    out("pokes", str(count))
+    return count >= 3
+
+
+def mark_ran() -> str:
+    out("ran", "yes")
+    return "ran"
+
+
+def leak_attempts() -> str:
+    """Print and log every secret it can reach; the runtime must mask them all."""
+    import logging
+
+    from airflow.hooks.base import BaseHook
+
+    if airflow_major() >= 3:
+        from airflow.sdk import Variable
+    else:
+        from airflow.models import Variable
+
+    conn = BaseHook.get_connection("db")
+    token = Variable.get("token")
+    print("password is", conn.password)
+    print("token is", token, flush=True)
+    logging.getLogger("leaky").warning("extra %s login %s", conn.extra, conn.login)
+    out("environ", "\n".join(f"{k}={v}" for k, v in os.environ.items()))
+    return "done"
+
+
+def leak_in_error() -> None:
+    from airflow.hooks.base import BaseHook
+
+    raise ValueError(f"could not log in with {BaseHook.get_connection('db').password}")
+
+
+def _home_files() -> list[str]:
+    home = os.environ["AIRFLOW_HOME"]
+    return sorted(os.path.relpath(os.path.join(d, f), home) for d, _, fs in os.walk(home) for f in fs)
+
+
+def _attempts() -> dict[str, Any]:
+    """Each forbidden call back into Airflow, by name."""
+    from airflow import settings
+    from airflow.models.connection import Connection as CoreConnection
+    from airflow.models.variable import Variable as CoreVariable
+    from airflow.utils.session import create_session, provide_session
+
+    if airflow_major() >= 3:
+        from airflow.sdk import Variable
+    else:
+        Variable = CoreVariable
+
+    @provide_session
+    def count_variables(session: Any = None) -> int:
+        return session.query(CoreVariable).count()
+
+    def write_connection() -> None:
+        with create_session() as session:
+            session.add(CoreConnection(conn_id="created", conn_type="http", host="h"))
+
+    def supervisor_or_internal_api() -> None:
+        if airflow_major() >= 3:
+            from airflow.sdk.execution_time.comms import GetVariable
+            from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+            SUPERVISOR_COMMS.send(GetVariable(key="existing"))
+        else:
+            from airflow.api_internal.internal_api_call import InternalApiConfig
+
+            InternalApiConfig.set_use_internal_api("isolated task")
+
+    def engine_connect() -> None:
+        from sqlalchemy import text
+
+        with settings.engine.connect() as connection:
+            connection.execute(text("select 1"))
+
+    return {
+        "variable_set": lambda: Variable.set("existing", "changed"),
+        "variable_delete": lambda: Variable.delete("existing"),
+        "variable_update": lambda: CoreVariable.update("existing", "changed"),
+        "connection_write": write_connection,
+        "settings_session": lambda: settings.Session(),
+        "create_session": lambda: create_session().__enter__(),
+        "provide_session": count_variables,
+        "engine": engine_connect,
+        "callback_channel": supervisor_or_internal_api,
+    }
+
+
+def try_forbidden(raise_last: str) -> None:
+    """Attempt every forbidden call, record what happened, then let ``raise_last`` escape."""
+    from isolation.errors import IsolationViolation
+
+    if airflow_major() >= 3:
+        from airflow.sdk import Variable
+    else:
+        from airflow.models import Variable
+
+    report: dict[str, Any] = {}
+    attempts = _attempts()
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            report[name] = {"raised": None}
+        except IsolationViolation as exc:
+            report[name] = {"raised": "IsolationViolation", "message": str(exc)}
+        except Exception as exc:
+            report[name] = {"raised": type(exc).__name__, "message": str(exc)}
+        report[name]["existing_after"] = Variable.get("existing")
+        report[name]["home_files"] = _home_files()
+    out("guards.json", report)
+    attempts[raise_last]()
+
+
+def two_outputs() -> dict[str, Any]:
+    return {"first": 1, "second": "two"}
+
+
+def _deferring_operator() -> type:
+    if airflow_major() >= 3:
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        from airflow.sdk import BaseOperator
+    else:
+        from airflow.models.baseoperator import BaseOperator
+        from airflow.triggers.temporal import TimeDeltaTrigger
+
+    import datetime
+
+    class DeferringOperator(BaseOperator):
+        def execute(self, context: Any) -> None:
+            self.defer(trigger=TimeDeltaTrigger(datetime.timedelta(hours=1)), method_name="resume")
+
+        def resume(self, context: Any, event: Any = None) -> None:
+            return None
+
+    return DeferringOperator
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use: importing Airflow at module level would slow every import of this module.
+    if name == "DeferringOperator":
+        cls = _deferring_operator()
+        cls.__module__ = __name__
+        globals()[name] = cls
+        return cls
+    raise AttributeError(name)
