@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 
@@ -130,7 +131,7 @@ def push_unserialisable(**context: Any) -> str:
 def poke_three_times() -> bool:
     """True on the third call (a sensor pokes until then)."""
     path = os.path.join(os.environ["ISOLATION_TEST_OUT"], "pokes")
-    count = int(open(path).read()) + 1 if os.path.exists(path) else 1
+    count = int(Path(path).read_text()) + 1 if os.path.exists(path) else 1
     out("pokes", str(count))
     return count >= 3
 
@@ -173,10 +174,11 @@ def _home_files() -> list[str]:
 
 def _attempts() -> dict[str, Any]:
     """Each forbidden call back into Airflow, by name."""
-    from airflow import settings
     from airflow.models.connection import Connection as CoreConnection
     from airflow.models.variable import Variable as CoreVariable
     from airflow.utils.session import create_session, provide_session
+
+    from airflow import settings
 
     if airflow_major() >= 3:
         from airflow.sdk import Variable
