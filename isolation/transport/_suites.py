@@ -62,12 +62,30 @@ SUITES: dict[int, Suite] = {
 }
 
 
+def _x25519_public(raw: bytes) -> x25519.X25519PublicKey:
+    """Load an X25519 public key, refusing the low-order points (RFC 7748, section 6.1).
+
+    DH with a low-order point gives the all-zero secret whatever the private key, so a
+    keyset holding one would seal envelopes anyone can open. Every clamped scalar is a
+    multiple of the cofactor, so one exchange with any fixed scalar finds them.
+    """
+    public = x25519.X25519PublicKey.from_public_bytes(raw)
+    try:
+        _LOW_ORDER_PROBE.exchange(public)
+    except ValueError:
+        raise ValueError("X25519 public key is a low-order point") from None
+    return public
+
+
+_LOW_ORDER_PROBE = x25519.X25519PrivateKey.from_private_bytes(bytes(range(32)))
+
+
 def load_recipient_public(suite: int, raw: bytes) -> Any:
     if suite == SUITE_X25519:
-        return x25519.X25519PublicKey.from_public_bytes(raw)
+        return _x25519_public(raw)
     return hpke.MLKEM768X25519PublicKey(
         mlkem.MLKEM768PublicKey.from_public_bytes(raw[:_MLKEM_PUBLIC]),
-        x25519.X25519PublicKey.from_public_bytes(raw[_MLKEM_PUBLIC:]),
+        _x25519_public(raw[_MLKEM_PUBLIC:]),
     )
 
 
@@ -99,7 +117,7 @@ def recipient_public_from_private(suite: int, private: bytes) -> bytes:
 
 
 def check_recipient_public(suite: int, public: bytes) -> None:
-    """Raise ``ValueError`` unless ``public`` loads as a key of ``suite``."""
+    """Raise ``ValueError`` unless ``public`` loads as a key of ``suite`` (no low-order point)."""
     if len(public) != SUITES[suite].public_length:
         raise ValueError("wrong public key length")
     load_recipient_public(suite, public)
