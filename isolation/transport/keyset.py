@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -296,7 +297,16 @@ class Keyset:
             raise KeysetError(f"keyset is larger than {MAX_KEYSET_BYTES} bytes")
         try:
             document = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
-        except (ValueError, RecursionError) as exc:
+        except json.JSONDecodeError as exc:
+            # exc.msg never quotes the document, which may hold private keys.
+            raise KeysetError(f"keyset is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+        except _Malformed as exc:
+            raise KeysetError(f"keyset is not valid JSON: {exc}") from None
+        except UnicodeDecodeError:
+            raise KeysetError("keyset is not valid JSON: not UTF-8 text") from None
+        except RecursionError:
+            raise KeysetError("keyset is not valid JSON: nested too deeply") from None
+        except ValueError as exc:
             raise KeysetError(f"keyset is not valid JSON ({type(exc).__name__})") from None
         return _from_document(document)
 
@@ -304,11 +314,15 @@ class Keyset:
         """Write atomically; 0600 whenever private parts are present."""
         target = Path(path)
         mode = 0o600 if any(k.private is not None for k in self.keys) else 0o644
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        # mkstemp: a fresh name, created exclusively with mode 0600, never through a
+        # symlink someone planted at a predictable temporary name.
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(self.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
             os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
@@ -332,26 +346,48 @@ class Keyset:
             raise KeysetError(f"{os.fspath(path)}: {exc.message}", hint=exc.hint) from None
 
 
+class _Malformed(ValueError):
+    """A JSON defect the standard parser accepts but a keyset must not have."""
+
+
+def _field_name(name: str) -> str:
+    # Field names, never values, may appear in messages; keep even those short.
+    return repr(name if len(name) <= 40 else name[:40] + "...")
+
+
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, value in pairs:
         if name in result:
-            raise ValueError("duplicate key")
+            raise _Malformed(f"duplicate field {_field_name(name)}")
         result[name] = value
     return result
 
 
 def _no_constants(name: str) -> Any:
-    raise ValueError("non-finite number")
+    raise _Malformed(f"{name} is not allowed")
 
 
 _DOC_FIELDS = {"format", "purpose", "name", "overlap_seconds", "keys"}
 _KEY_FIELDS = {"kid", "algorithm", "status", "created_at", "status_changed_at", "public"}
 
 
+def _check_fields(where: str, data: Any, required: set[str], optional: frozenset[str] = frozenset()) -> None:
+    expected = f"{sorted(required)}" + (f" and optionally {sorted(optional)}" if optional else "")
+    if not isinstance(data, dict):
+        raise KeysetError(f"{where} must be an object with the fields {expected}")
+    unknown = sorted(set(data) - required - optional)
+    if unknown:
+        names = ", ".join(_field_name(n) for n in unknown[:5])
+        raise KeysetError(f"{where} has unknown fields: {names}", hint=f"a keyset v1 {where} has the fields {expected}")
+    missing = sorted(required - set(data))
+    if missing:
+        names = ", ".join(_field_name(n) for n in missing)
+        raise KeysetError(f"{where} has missing fields: {names}", hint=f"a keyset v1 {where} has the fields {expected}")
+
+
 def _from_document(doc: Any) -> Keyset:
-    if not isinstance(doc, dict) or set(doc) != _DOC_FIELDS:
-        raise KeysetError(f"keyset must be an object with exactly the fields {sorted(_DOC_FIELDS)}")
+    _check_fields("keyset", doc, _DOC_FIELDS)
     if doc["format"] != FORMAT:
         raise KeysetError("unsupported keyset format", hint=f"expected format {FORMAT!r}")
     try:
@@ -371,8 +407,7 @@ def _from_document(doc: Any) -> Keyset:
 
 def _key_from_json(data: Any, index: int) -> Key:
     where = f"key #{index}"
-    if not isinstance(data, dict) or not _KEY_FIELDS <= set(data) <= _KEY_FIELDS | {"private"}:
-        raise KeysetError(f"{where} must have exactly the fields {sorted(_KEY_FIELDS)} and optionally 'private'")
+    _check_fields(where, data, _KEY_FIELDS, frozenset({"private"}))
     try:
         algorithm = Algorithm(data["algorithm"])
         status = KeyStatus(data["status"])
@@ -402,8 +437,8 @@ def _validate(keyset: Keyset) -> None:
     with_private = sum(k.private is not None for k in keyset.keys)
     if with_private not in (0, len(keyset.keys)):
         raise KeysetError("keyset mixes keys with and without private parts")
-    for key in keyset.keys:
-        _validate_key(keyset.purpose, key)
+    for index, key in enumerate(keyset.keys):
+        _validate_key(keyset.purpose, key, index)
         if key.kid in seen:
             raise KeysetError(f"key {key.kid} appears twice")
         seen.add(key.kid)
@@ -412,9 +447,9 @@ def _validate(keyset: Keyset) -> None:
         raise KeysetError("keyset has more than one primary key")
 
 
-def _validate_key(purpose: Purpose, key: Key) -> None:
+def _validate_key(purpose: Purpose, key: Key, index: int) -> None:
     if not isinstance(key.kid, str) or not _KID.fullmatch(key.kid):
-        raise KeysetError("key id must be 32 lowercase hex digits")
+        raise KeysetError(f"key #{index}: key id must be 32 lowercase hex digits")
     signer = key.algorithm is Algorithm.ED25519
     if signer != (purpose is Purpose.SIGNER):
         raise KeysetError(f"key {key.kid}: algorithm {key.algorithm.value} does not fit a {purpose.value} keyset")
@@ -431,7 +466,10 @@ def _validate_key(purpose: Purpose, key: Key) -> None:
                 raise ValueError("length")
             derived = _suites.recipient_public_from_private(suite.id, key.private) if key.private else None
     except ValueError:
-        raise KeysetError(f"key {key.kid}: key material is not a valid {key.algorithm.value} key") from None
+        raise KeysetError(
+            f"key {key.kid}: key material is not a valid {key.algorithm.value} key "
+            "(wrong length, out of range, or a low-order point)"
+        ) from None
     if derived is not None and derived != key.public:
         raise KeysetError(f"key {key.kid}: private part does not match the public part")
     if key_id(key.algorithm, key.public) != key.kid:
