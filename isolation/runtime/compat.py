@@ -12,9 +12,10 @@ import contextlib
 import functools
 import importlib
 import inspect
-from collections.abc import Callable, Iterator
+import logging
+from collections.abc import Callable, Iterator, MutableMapping
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import airflow
 from isolation.errors import IsolationViolation, NotProvided
@@ -185,7 +186,7 @@ def route_structlog() -> None:
         return
     import structlog
 
-    def render(logger: Any, method: str, event: dict[str, Any]) -> str:
+    def render(logger: Any, method: str, event: MutableMapping[str, Any]) -> str:
         exception = event.pop("exception", None)
         message = str(event.pop("event", ""))
         extra = " ".join(f"{k}={v!r}" for k, v in event.items() if k not in ("logger", "level", "timestamp"))
@@ -208,30 +209,39 @@ def route_structlog() -> None:
 # -- guards ----------------------------------------------------------------------------
 
 
-def _violation(action: str) -> Callable[..., Any]:
+def _refuse(action: str) -> NoReturn:
+    # Logged as well as raised: Airflow code that catches every exception would hide it.
+    logging.getLogger("isolation.runtime").warning("refused: %s (no-callback contract)", action)
+    raise IsolationViolation(action)
+
+
+def _violation(action: str, *, keyed: bool = True) -> Callable[..., Any]:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         key = kwargs.get("key", next((a for a in args if isinstance(a, str)), None))
-        raise IsolationViolation(f"{action}({key!r})" if key is not None else action)
+        _refuse(f"{action}({key!r})" if keyed and key is not None else action)
 
     return refuse
 
 
 class _Refuse:
-    """Stands in for an Airflow object that would reach the database or the supervisor."""
+    """Stands in for an Airflow object that would reach the database or the supervisor.
+
+    ``action`` names it; ``{}`` in it is replaced by the attribute used.
+    """
 
     def __init__(self, action: str, harmless: tuple[str, ...] = ()) -> None:
         object.__setattr__(self, "_action", action)
         object.__setattr__(self, "_harmless", harmless)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise IsolationViolation(self._action)
+        _refuse(self._action.replace("{}", "__call__"))
 
     def __getattr__(self, name: str) -> Any:
         if name in self._harmless:
             return lambda *args, **kwargs: None
         if name.startswith("__"):
             raise AttributeError(name)
-        raise IsolationViolation(f"{self._action} ({name})")
+        _refuse(self._action.replace("{}", name))
 
     def __bool__(self) -> bool:
         return True
@@ -309,7 +319,7 @@ def _guard_orm() -> None:
             setattr(settings, name, session)
 
     def refuse_connect(*args: Any, **kwargs: Any) -> None:
-        raise IsolationViolation("connecting to Airflow's metadata database (settings.engine)")
+        _refuse("connecting to Airflow's metadata database (settings.engine)")
 
     # The engines stay (Airflow reads engine.url in places) but can never connect.
     for name in ("engine", "async_engine"):
@@ -324,7 +334,7 @@ def _guard_supervisor() -> None:
     # "inside a task" paths, which then reach the refusal instead of a missing name.
     from airflow.sdk.execution_time import task_runner
 
-    task_runner.SUPERVISOR_COMMS = _Refuse("a call to the Airflow 3 supervisor (SUPERVISOR_COMMS)")  # type: ignore[assignment]
+    task_runner.SUPERVISOR_COMMS = _Refuse("a call to the Airflow 3 supervisor (SUPERVISOR_COMMS.{})")  # type: ignore[assignment]
 
 
 def _guard_internal_api() -> None:
@@ -332,7 +342,9 @@ def _guard_internal_api() -> None:
         from airflow.api_internal.internal_api_call import InternalApiConfig
     except ImportError:  # 2.9 and 2.10 have it; older or stripped builds may not
         return
-    InternalApiConfig.set_use_internal_api = staticmethod(_violation("switching to Airflow 2's internal API (AIP-44)"))
+    InternalApiConfig.set_use_internal_api = staticmethod(
+        _violation("switching to Airflow 2's internal API (AIP-44)", keyed=False)
+    )
     InternalApiConfig.get_internal_api_endpoint = staticmethod(
         _violation("a call to Airflow 2's internal API (AIP-44)")
     )

@@ -162,10 +162,21 @@ def run_runtime(
     )
 
 
-def run_many(jobs: Mapping[str, tuple[LocalEnvironment, Payload]], base: Path) -> dict[str, Run]:
-    """Run several independent tasks in parallel (two at a time: CI has two cores)."""
+Job = tuple[LocalEnvironment, Payload] | tuple[LocalEnvironment, Payload, Mapping[str, str]]
+
+
+def run_many(jobs: Mapping[str, Job], base: Path) -> dict[str, Run]:
+    """Run several independent tasks in parallel (two at a time: CI has two cores).
+
+    A job is (environment, payload) or (environment, payload, extra environment variables).
+    """
     with ThreadPoolExecutor(max_workers=int(os.environ.get("ISOLATION_TEST_PARALLEL", "2"))) as pool:
-        futures = {name: pool.submit(run_runtime, env, base / name, payload=p) for name, (env, p) in jobs.items()}
+        futures = {
+            name: pool.submit(
+                run_runtime, job[0], base / name, payload=job[1], extra_env=job[2] if len(job) > 2 else None
+            )
+            for name, job in jobs.items()
+        }
         return {name: future.result() for name, future in futures.items()}
 
 
