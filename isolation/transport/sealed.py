@@ -82,12 +82,15 @@ def open_envelope(
 
     from isolation.transport.payload import Payload
 
+    payload: Payload | None
     try:
-        wire = _codec.unpack(opened.plaintext)
-        payload = Payload.model_validate(wire)
+        payload = Payload.model_validate(_codec.unpack(opened.plaintext))
     except (ValueError, ValidationError, PayloadError):
-        # Never quote the validation error: it would echo payload content.
-        raise EnvelopeRejected(R.BAD_PAYLOAD, "payload does not match schema version 1") from None
+        payload = None
+    if payload is None:
+        # Raised outside the handler so that not even __context__ keeps the validation
+        # error: pydantic and datetime errors quote their input, i.e. payload content.
+        raise EnvelopeRejected(R.BAD_PAYLOAD, "payload does not match schema version 1")
     if subject_of(payload) != opened.header.subject:
         raise EnvelopeRejected(R.WRONG_SUBJECT, "payload context disagrees with the signed header")
     return OpenedEnvelope(opened.header, payload)
