@@ -130,14 +130,27 @@ def run_runtime(
     args: list[str] | None = None,
     extra_env: Mapping[str, str] | None = None,
     result_path: Path | None = None,
+    transport: str = "stdin",
 ) -> Run:
-    """Run the runtime once; seal ``payload`` (with a result path under ``workdir``) if given."""
+    """Run the runtime once; seal ``payload`` (with a result path under ``workdir``) if given.
+
+    ``transport`` is how a sealed payload travels: ``stdin``, ``env`` (ISOLATION_ENVELOPE)
+    or ``file`` (ISOLATION_ENVELOPE_FILE).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     result_file = result_path or workdir / "result.json"
     if payload is not None:
         options = payload.options.model_copy(update={"result_path": str(result_file)})
         payload = payload.model_copy(update={"options": options})
         stdin = seal(env, payload)
+        if transport != "stdin":
+            extra_env = dict(extra_env or {})
+            if transport == "env":
+                extra_env["ISOLATION_ENVELOPE"] = stdin
+            else:
+                (workdir / "envelope").write_text(stdin)
+                extra_env["ISOLATION_ENVELOPE_FILE"] = str(workdir / "envelope")
+            stdin, args = None, []
     data = stdin.encode() if isinstance(stdin, str) else stdin
     cmd = [str(env.python), "-m", "isolation.runtime", *(args if args is not None else ["--stdin"])]
     done = subprocess.run(

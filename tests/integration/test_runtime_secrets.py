@@ -1,0 +1,144 @@
+"""Secrets never leak: not into logs, errors, the result file, nor child process environments.
+
+Each task holds connection and variable values that are unmistakable strings and
+tries hard to print them; the runtime must mask every occurrence. The opt-in
+``export_secrets_to_env`` run is the control that shows the environment check can fail.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from isolation.environments import LocalEnvironment
+from isolation.transport import CallableRef
+from isolation.transport.payload import ConnectionSpec
+from tests.integration._runtime import BASH, PYTHON, Run, make_payload, run_many, run_runtime
+
+pytestmark = [pytest.mark.envs, pytest.mark.slow]
+
+PASSWORD = "pw-7Hq2vK-not-for-logs"
+LOGIN = "login-Zx81-not-for-logs"
+EXTRA_TOKEN = "extra-Qm55-not-for-logs"
+VARIABLE = "var-Lp09-not-for-logs"
+SECRETS = [PASSWORD, LOGIN, EXTRA_TOKEN, VARIABLE]
+
+DUMP_ENV = (
+    'env | sort > "$ISOLATION_TEST_OUT/bash_env.txt"; '
+    "cat /proc/self/environ | tr '\\0' '\\n' > \"$ISOLATION_TEST_OUT/proc_environ.txt\"; "
+)
+
+
+def _secret_inputs() -> dict[str, Any]:
+    return {
+        "connections": {
+            "db": ConnectionSpec(
+                conn_type="postgres",
+                host="db.internal",
+                login=LOGIN,
+                password=PASSWORD,
+                extra=json.dumps({"token": EXTRA_TOKEN}),
+            )
+        },
+        "variables": {"token": VARIABLE},
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    base = tmp_path_factory.mktemp(f"secrets-{environment.name}")
+    bash = BASH[environment.name]
+    command = (
+        DUMP_ENV
+        + 'echo "pw={{ conn.db.password }} tok={{ var.value.token }} x={{ conn.db.extra_dejson.token }}"; echo done'
+    )
+    jobs = {
+        "bash": (environment, make_payload(bash, {"bash_command": command}, **_secret_inputs())),
+        "python": (
+            environment,
+            make_payload(PYTHON, {"python_callable": CallableRef("it_tasks:leak_attempts")}, **_secret_inputs()),
+        ),
+        "error": (
+            environment,
+            make_payload(PYTHON, {"python_callable": CallableRef("it_tasks:leak_in_error")}, **_secret_inputs()),
+        ),
+        "exported": (
+            environment,
+            make_payload(
+                bash,
+                {"bash_command": DUMP_ENV + "echo done"},
+                options={"export_secrets_to_env": True},
+                **_secret_inputs(),
+            ),
+        ),
+    }
+    results = run_many(jobs, base)
+    # The envelope itself in an environment variable: it must not reach the operator's children.
+    results["env_transport"] = run_runtime(
+        environment, base / "env_transport", payload=jobs["bash"][1], transport="env"
+    )
+    return results
+
+
+def _leaks(text: str) -> list[str]:
+    return [s for s in SECRETS if s in text]
+
+
+@pytest.mark.parametrize("job", ["bash", "python", "error", "env_transport"])
+def test_no_secret_in_logs_errors_or_result(runs: dict[str, Run], job: str) -> None:
+    run = runs[job]
+    assert run.result is not None, run.output
+    assert _leaks(run.stdout) == []
+    assert _leaks(run.stderr) == []
+    assert _leaks(json.dumps(run.result)) == []
+    assert _leaks((run.workdir / "result.json").read_text()) == []
+
+
+def test_masked_values_were_really_printed(runs: dict[str, Run]) -> None:
+    # Guards the test above against passing because nothing was printed at all.
+    bash = runs["bash"]
+    assert bash.code == 0, bash.output
+    assert "pw=*** tok=*** x=***" in bash.stderr
+    python = runs["python"]
+    assert python.code == 0, python.output
+    assert "password is ***" in python.stderr
+    assert "token is ***" in python.stderr
+    assert "login ***" in python.stderr
+
+
+def test_error_message_is_masked(runs: dict[str, Run]) -> None:
+    run = runs["error"]
+    assert run.code == 1
+    assert run.result is not None
+    assert run.result["error"] == {"type": "ValueError", "message": "could not log in with ***"}
+    assert run.stderr.strip().splitlines()[-1].endswith("ValueError: could not log in with ***")
+
+
+@pytest.mark.parametrize("job", ["bash", "env_transport"])
+def test_child_process_environment_holds_no_secret(runs: dict[str, Run], job: str) -> None:
+    run = runs[job]
+    assert run.code == 0, run.output
+    for name in ("bash_env.txt", "proc_environ.txt"):
+        text = run.files[name]
+        assert "AIRFLOW_HOME=" in text  # the dump worked
+        assert _leaks(text) == []
+        assert "ISOLATION_ENVELOPE" not in text
+        assert "AIRFLOW_CONN_" not in text and "AIRFLOW_VAR_" not in text
+
+
+def test_runtime_process_environment_holds_no_secret(runs: dict[str, Run]) -> None:
+    text = runs["python"].files["environ"]
+    assert "AIRFLOW_HOME=" in text
+    assert _leaks(text) == []
+
+
+def test_export_secrets_to_env_is_opt_in(runs: dict[str, Run]) -> None:
+    run = runs["exported"]
+    assert run.code == 0, run.output
+    text = run.files["proc_environ.txt"]
+    assert PASSWORD in text and VARIABLE in text
+    assert "AIRFLOW_CONN_DB=" in text and "AIRFLOW_VAR_TOKEN=" in text
+    # Even then, logs stay masked.
+    assert _leaks(run.stderr) == []
