@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,3 +195,10 @@ def run_many(jobs: Mapping[str, Job], base: Path) -> dict[str, Run]:
 
 def env(name: str) -> LocalEnvironment:
     return get_env(name)
+
+
+def run_calls(calls: Mapping[str, Callable[[], Run]]) -> dict[str, Run]:
+    """Run arbitrary runtime invocations in parallel, two at a time."""
+    with ThreadPoolExecutor(max_workers=int(os.environ.get("ISOLATION_TEST_PARALLEL", "2"))) as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        return {name: future.result() for name, future in futures.items()}
