@@ -1,0 +1,111 @@
+"""End-to-end harness: a real Airflow 3 host (temporary AIRFLOW_HOME, SQLite) running DAGs
+whose isolated tasks run in the real local environments of ``tests/_envs.py``.
+
+Airflow reads its configuration when it is first imported, so this module sets the
+environment at import time, before any test module imports Airflow (pytest imports
+``tests/e2e`` before ``tests/unit``). The DAG files live in ``dags/`` (the DAG folder).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+if "airflow" in sys.modules:  # pragma: no cover - a wiring mistake, not a test outcome
+    raise RuntimeError("tests/e2e must be configured before Airflow is imported; run pytest from the repository root")
+
+HERE = Path(__file__).resolve().parent
+SESSION = Path(tempfile.mkdtemp(prefix="isolation-e2e-session-"))
+atexit.register(shutil.rmtree, SESSION, True)
+HOME = SESSION / "airflow-home"
+ENVS_HOME = SESSION / "envs"
+TMP = SESSION / "tmp"
+for _path in (HOME, ENVS_HOME, TMP):
+    _path.mkdir()
+
+# A secret only the host has: it must never reach an isolated process.
+HOST_ONLY_SECRET = "host-only-secret-7f3a9c"
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(HOME),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(HERE / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "ISOLATION_ENVS_HOME": str(ENVS_HOME),
+        "AIRFLOW_CONN_E2E_HOST_ONLY": json.dumps({"conn_type": "http", "password": HOST_ONLY_SECRET}),
+        "TMPDIR": str(TMP),
+    }
+)
+tempfile.tempdir = None
+
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent.parent))
+from isolation.keyring import HostKeyring  # noqa: E402
+from isolation.transport import Keyset  # noqa: E402
+from tests._envs import cache_root  # noqa: E402
+
+# A copy of the test keyring, so the broken environments' keys stay in this session.
+KEYRING = SESSION / "keyring"
+os.environ["AIRFLOW__ISOLATION__KEYRING_PATH"] = str(KEYRING)
+
+
+@pytest.fixture(scope="session")
+def airflow_env():
+    """Build (or reuse) the environments, lay out the session's environments home, create the DB."""
+    import subprocess
+
+    from tests._envs import get_env
+
+    for name in ("legacy", "modern"):
+        env = get_env(name)
+        (ENVS_HOME / name).symlink_to(env.root)
+    shutil.copytree(cache_root() / "keyring", KEYRING)
+    _fake_envs(get_env("legacy").python)
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    _seed()
+    return SESSION
+
+
+def _fake_envs(legacy_python: Path) -> None:
+    """Environments that are broken on purpose, for the bad-input tests."""
+
+    def marker(name: str, python: Path) -> None:
+        root = ENVS_HOME / name
+        (root / "keys").mkdir(parents=True)
+        (root / "environment.json").write_text(json.dumps({"name": name, "python": str(python)}))
+
+    marker("e2e-no-python", ENVS_HOME / "e2e-no-python" / "venv" / "bin" / "python")
+    broken = ENVS_HOME / "e2e-broken-python" / "venv" / "bin" / "python"
+    broken.parent.mkdir(parents=True)
+    broken.write_text("#!/bin/sh\necho 'python: error while loading shared libraries: libpython3.so' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    marker("e2e-broken-python", broken)
+    HostKeyring.open(KEYRING).save_recipient(Keyset.generate_recipient("e2e-broken-python"))
+    # Built and runnable, but the host keyring has no public keys for it.
+    marker("e2e-no-keys", legacy_python)
+
+
+def _seed() -> None:
+    """Connections and variables in the metadata DB (ids with dots and dashes included)."""
+    from airflow.models import Connection, Variable
+    from airflow.utils.session import create_session
+    from secrets_data import CONN_PASSWORD, VAR_SECRET
+
+    with create_session() as session:
+        session.add(Connection(conn_id="my.conn-1", conn_type="http", host="conn-host.example", login="someone"))
+        session.add(Connection(conn_id="e2e_leaky", conn_type="http", host="h.example", password=CONN_PASSWORD))
+    Variable.set("e2e_plain", "plain-var-value")
+    Variable.set("e2e_json", json.dumps({"k": "json-value"}))
+    Variable.set("e2e_leaky_var", VAR_SECRET)

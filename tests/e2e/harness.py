@@ -1,0 +1,151 @@
+"""Running a DAG file of ``dags/`` with ``dag.test()`` and reading what it left in the DB."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DAGS = HERE / "dags"
+
+
+@dataclass
+class Run:
+    dag_id: str
+    run_id: str
+    state: str
+    states: dict[str, str]
+    xcoms: dict[str, dict[str, Any]]
+    rendered: dict[str, Any]
+    output: str = ""
+    logs: dict[str, str] = field(default_factory=dict)
+
+
+def load_dag(dag_id: str) -> Any:
+    path = DAGS / f"{dag_id}.py"
+    spec = importlib.util.spec_from_file_location(f"e2e_dag_{dag_id}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def _value(state: Any) -> str:
+    return str(getattr(state, "value", state))
+
+
+def collect(dag_id: str, dag_run: Any) -> dict[str, Any]:
+    """States, XComs and rendered template fields of a finished run (JSON-able)."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = dag_run.get_task_instances(session=session)
+        states = {ti.task_id: _value(ti.state) for ti in tis}
+        xcoms: dict[str, dict[str, Any]] = {}
+        for row in session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_id)):
+            xcoms.setdefault(row.task_id, {})[row.key] = XComModel.deserialize_value(row)
+        rendered = {
+            row.task_id: row.rendered_fields
+            for row in session.scalars(
+                select(RenderedTaskInstanceFields).where(
+                    RenderedTaskInstanceFields.dag_id == dag_id, RenderedTaskInstanceFields.run_id == dag_run.run_id
+                )
+            )
+        }
+    return {
+        "dag_id": dag_id,
+        "run_id": dag_run.run_id,
+        "state": _value(dag_run.state),
+        "states": states,
+        "xcoms": xcoms,
+        "rendered": rendered,
+    }
+
+
+def start_dag(dag_id: str, *args: str) -> subprocess.Popen[str]:
+    """A host process running ``run_dag.py`` (stdout and stderr merged)."""
+    return subprocess.Popen(
+        [sys.executable, str(HERE / "run_dag.py"), dag_id, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=HERE,
+    )
+
+
+def run_dag(dag_id: str, *args: str, timeout: float = 300) -> Run:
+    """Run a DAG in a host process and return what it left behind."""
+    proc = start_dag(dag_id, *args)
+    output, _ = proc.communicate(timeout=timeout)
+    return finish(proc, output)
+
+
+def finish(proc: subprocess.Popen[str], output: str) -> Run:
+    lines = [line for line in output.splitlines() if line.startswith("E2E-RESULT ")]
+    assert proc.returncode == 0 and lines, f"run_dag.py failed (exit {proc.returncode}):\n{output[-4000:]}"
+    summary = json.loads(lines[-1][len("E2E-RESULT ") :])
+    return Run(
+        summary["dag_id"],
+        summary["run_id"],
+        summary["state"],
+        summary["states"],
+        summary["xcoms"],
+        summary["rendered"],
+        output,
+        split_logs(output),
+    )
+
+
+_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+
+
+def split_logs(output: str) -> dict[str, str]:
+    """The host output of each task (dag.test runs them one after the other)."""
+    logs: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        match = _START.search(line)
+        if match:
+            current = logs.setdefault(match.group(1), [])
+        if current is not None:
+            current.append(line)
+    return {task: "\n".join(lines) for task, lines in logs.items()}
+
+
+def runtime_processes(tmp_prefix: str) -> list[int]:
+    """Live isolated-runtime processes started by this session (their result path is under our TMPDIR)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X") and f"ISOLATION_RESULT_PATH={tmp_prefix}".encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def leftover_temp(tmp: Path) -> list[str]:
+    return sorted(p.name for p in tmp.iterdir() if p.name.startswith("isolation-"))

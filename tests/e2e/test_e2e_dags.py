@@ -1,0 +1,123 @@
+"""End to end: real Airflow 3.3 host, real isolated environments (Airflow 2.11 and 3.3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+from conftest import HOST_ONLY_SECRET, TMP
+from harness import alive, leftover_temp, run_dag, runtime_processes
+from secrets_data import CONN_PASSWORD, VAR_SECRET
+
+pytestmark = [pytest.mark.envs, pytest.mark.slow]
+
+
+def test_xcom_round_trip(airflow_env):
+    run = run_dag("e2e_roundtrip")
+    assert run.states == {"produce": "success", "isolated": "success", "consume": "success"}, run.output[-3000:]
+    isolated = run.xcoms["isolated"]
+    assert isolated["return_value"] == {"doubled": 42, "pulled": {"n": 21}}
+    assert isolated["extra"] == {"seen": 21}
+    assert isolated["isolation_environment"]["name"] == "modern"
+    assert isolated["isolation_environment"]["airflow"] == "3.3.2"
+    assert isolated["isolation_environment"]["python"].startswith("3.13.")
+    assert run.xcoms["consume"]["return_value"] == "doubled=42 extra=21"
+
+
+def test_templating_in_an_airflow_2_environment(airflow_env):
+    logical_date = dt.datetime(2024, 3, 4, tzinfo=dt.timezone.utc)
+    run = run_dag("e2e_templating", "--logical-date", logical_date.isoformat())
+    assert run.states["render"] == "success", run.logs.get("render", run.output[-3000:])
+    assert run.xcoms["render"]["return_value"] == {
+        "ds": "2024-03-04",
+        "who": "param-value",
+        "plain": "plain-var-value",
+        "json": "json-value",
+        "conn_host": "conn-host.example",
+        "conn_login": "someone",
+        "pulled": "upstream-value",
+        "xcomarg": "upstream-value",
+        "dag": "e2e_templating/render",
+    }
+    assert run.xcoms["render"]["isolation_environment"]["airflow"] == "2.11.2"
+    # Only the IsolatedOperator's own field is rendered (and stored) on the host.
+    assert run.rendered["render"] == {"environment": "legacy"}
+
+
+def test_skip_failure_and_violation(airflow_env):
+    run = run_dag("e2e_outcomes")
+    assert run.states["skipped"] == "skipped"
+    assert run.states["after_skip"] == "skipped"
+    assert "nothing to do today" in run.logs["skipped"]
+    assert run.states["failing"] == "failed"
+    failing = run.logs["failing"]
+    assert "the isolated task in environment 'modern' failed: ValueError: boom-from-isolation-e2e" in failing
+    assert "Traceback" in failing  # the isolated traceback was streamed into the task log
+    assert run.states["violating"] == "failed"
+    assert "broke the no-callback contract" in run.logs["violating"]
+    assert "IsolatedTaskViolation" in run.logs["violating"]
+
+
+def test_secrets_never_leak(airflow_env):
+    run = run_dag("e2e_leak")
+    assert run.states == {"python_uses_secrets": "success", "bash_echoes_secrets": "success"}, run.output[-3000:]
+    # The isolated tasks really used them (they echo them: the masker hides them).
+    assert "password=*** variable=***" in run.logs["python_uses_secrets"]
+    assert "pw=*** var=***" in run.logs["bash_echoes_secrets"]
+    # The log is everything but the summary line (which carries XCom values: the bash task's
+    # last line, its return value, is the echoed text, as with any BashOperator).
+    log = "\n".join(line for line in run.output.splitlines() if not line.startswith("E2E-RESULT "))
+    for secret in (CONN_PASSWORD, VAR_SECRET, HOST_ONLY_SECRET):
+        assert secret not in log, "secret in the task log"
+        assert secret not in json.dumps(run.rendered), "secret in the rendered templates"
+    report = run.xcoms["python_uses_secrets"]["return_value"]
+    child_env = json.dumps(report)
+    for secret in (CONN_PASSWORD, VAR_SECRET, HOST_ONLY_SECRET):
+        assert secret not in child_env, "secret in the isolated process's environment"
+    # What the host handed over (the process's initial environment) holds no Airflow setting at all;
+    # the runtime then points its own Airflow at a private home and an unusable database.
+    initial = {item.split("=", 1)[0] for item in report["initial_environ"]}
+    assert not {name for name in initial if name.startswith("AIRFLOW")}, initial
+    assert os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] not in child_env
+    assert not {name for name in report["environ"] if name.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))}
+    names = initial | set(report["environ"])
+    assert "ISOLATION_ENVELOPE" not in names
+
+
+def test_timeout_ends_the_isolated_process_tree(airflow_env):
+    run = run_dag("e2e_limits")
+    assert run.states["too_slow"] == "failed"
+    log = run.logs["too_slow"]
+    assert "AirflowTaskTimeout" in log or "Timeout" in log
+    pids = [int(part.split("=")[1]) for part in log.split() if part.startswith(("runtime_pid=", "child_pid="))]
+    assert len(pids) == 2, log[-2000:]
+    assert not [pid for pid in pids if alive(pid)]
+    assert runtime_processes(str(TMP)) == []
+    assert leftover_temp(TMP) == []
+
+
+BAD_INPUT = {
+    "unknown_env": ("local environment 'e2e-not-built' is not built", "python -m isolation.environments build"),
+    "missing_python": ("local environment 'e2e-no-python' has no working interpreter", "rebuild it"),
+    "broken_python": ("exited with code 127 before the isolation runtime ran", "rebuild the environment"),
+    "missing_conn": ("connection 'e2e_nope' (referenced by connections=) does not exist", "airflow connections add"),
+    "missing_conn_template": (
+        "connection 'e2e_nope2' (referenced by argument bash_command) does not exist",
+        "remove the reference",
+    ),
+    "missing_keys": ("no public keys for environment 'e2e-no-keys'", "hint:"),
+    "bad_operator": ("'airflow.operators.nope.NopeOperator' cannot be imported", "requirements.txt"),
+}
+
+
+def test_bad_input_fails_clearly_and_leaves_nothing(airflow_env):
+    run = run_dag("e2e_bad_input")
+    for task_id, (message, hint) in BAD_INPUT.items():
+        assert run.states[task_id] == "failed", task_id
+        log = run.logs[task_id]
+        assert message in log, (task_id, log[-2500:])
+        assert hint in log, (task_id, log[-2500:])
+    assert runtime_processes(str(TMP)) == []
+    assert leftover_temp(TMP) == []
