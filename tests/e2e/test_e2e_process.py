@@ -1,0 +1,87 @@
+"""Killing the Airflow task kills the isolated process tree; DAG parsing looks nothing up."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TMP
+from harness import DAGS, alive, finish, leftover_temp, runtime_processes, start_dag
+
+ROOT = Path(__file__).resolve().parents[2]
+_PIDS = re.compile(r"sleeping runtime_pid=(\d+) child_pid=(\d+)")
+
+
+@pytest.mark.envs
+@pytest.mark.slow
+def test_killing_the_task_kills_the_isolated_tree(airflow_env):
+    proc = start_dag("e2e_kill")
+    assert proc.stdout is not None
+    lines: list[str] = []
+    pids: list[int] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = _PIDS.search(line)
+            if match:
+                pids = [int(match.group(1)), int(match.group(2))]
+                break
+        assert pids, "".join(lines)[-3000:]
+        assert all(alive(pid) for pid in pids)
+        # What the Airflow supervisor does to a task it stops: SIGTERM to the task process.
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    run = finish(proc, "".join(lines) + rest)
+    assert run.states["long"] == "failed"
+    assert "killed by signal" in run.logs["long"]
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if alive(pid)], "an isolated process outlived the task"
+    assert runtime_processes(str(TMP)) == []
+    assert leftover_temp(TMP) == []
+
+
+class _Forbidden(AssertionError):
+    pass
+
+
+def _forbid(*args, **kwargs):
+    raise _Forbidden("a lookup or network call happened while parsing a DAG file")
+
+
+def test_parsing_dag_files_looks_nothing_up(monkeypatch):
+    from airflow.models import Variable as ModelVariable
+    from airflow.sdk import BaseHook, Connection, Variable
+
+    for owner, name in (
+        (BaseHook, "get_connection"),
+        (Connection, "get"),
+        (Variable, "get"),
+        (ModelVariable, "get"),
+    ):
+        monkeypatch.setattr(owner, name, _forbid)
+    monkeypatch.setattr(socket.socket, "connect", _forbid)
+    # The guards are live: a lookup would fail the test.
+    with pytest.raises(_Forbidden):
+        BaseHook.get_connection("anything")
+    files = [ROOT / "isolation" / "example_dags" / "example_isolation.py", *sorted(DAGS.glob("e2e_*.py"))]
+    for index, path in enumerate(files):
+        spec = importlib.util.spec_from_file_location(f"parse_check_{index}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert module.dag.task_ids, path
