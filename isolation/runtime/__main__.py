@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,28 @@ if TYPE_CHECKING:
     from isolation.transport import OpenedEnvelope
 
 log = logging.getLogger("isolation.runtime")
+_STARTED = time.perf_counter()
+
+
+class _Phases:
+    """Milliseconds per step, printed when ISOLATION_RUNTIME_TIMINGS is set (start-up tuning)."""
+
+    def __init__(self) -> None:
+        self._last = _STARTED
+        self.spent: list[tuple[str, float]] = []
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.spent.append((name, (now - self._last) * 1000))
+        self._last = now
+
+    def report(self) -> None:
+        if os.environ.get("ISOLATION_RUNTIME_TIMINGS"):
+            parts = " ".join(f"{name}={ms:.0f}" for name, ms in self.spent)
+            sys.stderr.write(f"isolation-runtime: timings ms: {parts}\n")
+
+
+PHASES = _Phases()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,7 +111,10 @@ def _write_result(path: str | None, doc: dict[str, Any]) -> None:
 def _open(args: argparse.Namespace) -> OpenedEnvelope:
     text = source.read_envelope(use_stdin=args.stdin, envelope_file=args.envelope_file)
     keys = source.load_keys(args.keys_dir)
-    return source.open_text(text, keys, source.expected_subject())
+    PHASES.mark("read")
+    opened = source.open_text(text, keys, source.expected_subject())
+    PHASES.mark("open")
+    return opened
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -121,10 +148,13 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
     try:
         sandbox.check_no_database_url()
         sandbox.prepare()
+        PHASES.mark("sandbox")
         from isolation.runtime import compat  # the first Airflow import
 
+        PHASES.mark("airflow")
         info["airflow_version"] = compat.AIRFLOW_VERSION
         compat.install_guards()
+        PHASES.mark("guards")
         secrets.provide(payload)
         if payload.options.export_secrets_to_env:
             import os
@@ -139,9 +169,13 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
 
         from isolation.runtime.operator import PreparedTask
 
+        PHASES.mark("secrets")
         task = PreparedTask(payload)
+        PHASES.mark("build")
         task.render()
+        PHASES.mark("render")
         task.execute()
+        PHASES.mark("execute")
         return_value, xcoms = result.values(task.record.return_value, task.record.pushed)
     except BaseException as exc:
         if not isinstance(exc, Exception):
@@ -157,6 +191,8 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
         return int(code)
     _write_result(path, result.document("success", return_value=return_value, xcoms=xcoms, **info))
     log.info("task succeeded")
+    PHASES.mark("result")
+    PHASES.report()
     stream.drain()
     return int(ExitCode.SUCCESS)
 

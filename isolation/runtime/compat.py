@@ -14,7 +14,6 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable, Iterator, MutableMapping
-from types import ModuleType
 from typing import Any, NoReturn
 
 import airflow
@@ -157,10 +156,23 @@ def context_mapping(values: dict[str, Any]) -> Any:
     return _load("airflow.utils.context", "Context")(values)
 
 
-def macros() -> ModuleType:
-    if AIRFLOW_V3:
-        return importlib.import_module("airflow.sdk.execution_time.macros")
-    return importlib.import_module("airflow.macros")
+class _LazyModule:
+    """``{{ macros.x }}``: imported on first use, as Airflow 3's MacrosAccessor does."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._name), attr)
+
+    def __repr__(self) -> str:
+        return f"<macros {self._name}>"
+
+
+def macros() -> Any:
+    return _LazyModule("airflow.sdk.execution_time.macros" if AIRFLOW_V3 else "airflow.macros")
 
 
 def outlet_events() -> Any:
