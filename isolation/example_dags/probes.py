@@ -38,8 +38,11 @@ def write_variable() -> None:
 
 def environment_report(conn_id: str, variable: str) -> dict[str, Any]:
     """Uses a connection and a variable, prints both, and reports the process environment."""
-    from airflow.hooks.base import BaseHook
-    from airflow.models import Variable
+    try:
+        from airflow.sdk import BaseHook, Variable
+    except ImportError:  # Airflow 2
+        from airflow.hooks.base import BaseHook  # type: ignore[attr-defined,no-redef]
+        from airflow.models import Variable
 
     conn = BaseHook.get_connection(conn_id)
     value = Variable.get(variable)
