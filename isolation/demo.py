@@ -223,7 +223,7 @@ def _print(rows: list[dict[str, Any]], dag_run: Any, took: float, log: Path | No
         "the password is masked in every log."
     )
     if log is not None:
-        print("Airflow's full log (removed with the temporary home unless --keep): " + str(log))
+        print("Airflow's full log, with each isolated task's output: --verbose shows it live, --keep keeps " + str(log))
 
 
 def _isolated_tasks() -> dict[str, str]:

@@ -38,9 +38,10 @@ with DAG(
         operator="airflow.operators.bash.BashOperator",
         environment="legacy",
         bash_command=(
+            "echo 'run {{ run_id }} of {{ dag.dag_id }}, {{ params.greeting }}' && "
             "python -c 'import sys, airflow, requests; "
             'print(f"requests {requests.__version__} on Python {sys.version.split()[0]}, '
-            "Airflow {airflow.__version__}\")' && echo 'run {{ run_id }} of {{ dag.dag_id }}, {{ params.greeting }}'"
+            "Airflow {airflow.__version__}\")'"
         ),
     )
 
