@@ -21,7 +21,7 @@ SECRETS = {
     "AIRFLOW_CONN_SOMETHING": "http://u:conn-secret-3@x",
     "AIRFLOW_VAR_SOMETHING": "var-secret-4",
     "AIRFLOW__API_AUTH__JWT_SECRET": "jwt-secret-5",
-    "SUPERVISOR_COMMS_FD": "7",
+    "SUPERVISOR_COMMS_FD": "987654321",  # long enough not to appear in random temp names
     "PYTHONPATH": "/somewhere/else",
     "AWS_SECRET_ACCESS_KEY": "aws-secret-6",
 }
