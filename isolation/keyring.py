@@ -106,7 +106,7 @@ class EnvironmentKeys:
         if not signer_files:
             raise KeysetError(f"no {SIGNERS_FILE} in {path}", hint="export the host's public signer keyset there")
         signers = tuple(Keyset.load(f) for f in signer_files)
-        for keyset, source in zip(signers, signer_files):
+        for keyset, source in zip(signers, signer_files, strict=True):
             if keyset.purpose is not Purpose.SIGNER:
                 raise KeysetError(f"{source} is not a signer keyset")
         return cls(recipient, tuple(s.public() for s in signers))

@@ -38,6 +38,4 @@ def envs_home() -> Path:
 
 def get_env(name: str) -> LocalEnvironment:
     """Build (first time) or reuse the cached environment ``name``."""
-    return build_local(
-        load_spec(ENVIRONMENTS / name), keyring=host_keyring(), home=envs_home(), project_source=ROOT
-    )
+    return build_local(load_spec(ENVIRONMENTS / name), keyring=host_keyring(), home=envs_home(), project_source=ROOT)

@@ -1,11 +1,11 @@
 """What defines an environment: ``environments/<name>/`` in a project.
 
-    environments/<name>/
-      python-version       one line, e.g. ``3.12``
-      requirements.txt     pip requirements (Airflow and the operator's libraries)
-      system-packages.txt  optional: Debian packages for the image (Kubernetes)
-      Dockerfile           optional: image build for Kubernetes
-      suite                optional: envelope suite for its keys, ``1`` (default) or ``2``
+environments/<name>/
+  python-version       one line, e.g. ``3.12``
+  requirements.txt     pip requirements (Airflow and the operator's libraries)
+  system-packages.txt  optional: Debian packages for the image (Kubernetes)
+  Dockerfile           optional: image build for Kubernetes
+  suite                optional: envelope suite for its keys, ``1`` (default) or ``2``
 """
 
 from __future__ import annotations

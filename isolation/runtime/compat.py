@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, NoReturn
 
 import airflow
+
 from isolation.errors import IsolationViolation, NotProvided
 from isolation.runtime import secrets
 
@@ -318,9 +319,8 @@ def _guard_variable_writes(cls: type) -> None:
 
 
 def _guard_orm() -> None:
-    from sqlalchemy import event
-
     from airflow import settings
+    from sqlalchemy import event
 
     session = _Refuse(
         "an Airflow metadata database session (settings.Session, create_session, provide_session)",
@@ -366,10 +366,9 @@ def install_guards() -> None:
     """Install the no-callback contract: every way back into Airflow raises IsolationViolation."""
     import atexit
 
+    from airflow import settings
     from airflow.models.connection import Connection as CoreConnection
     from airflow.models.variable import Variable as CoreVariable
-
-    from airflow import settings
 
     atexit.unregister(settings.dispose_orm)
     _guard_orm()

@@ -174,11 +174,10 @@ def _home_files() -> list[str]:
 
 def _attempts() -> dict[str, Any]:
     """Each forbidden call back into Airflow, by name."""
+    from airflow import settings
     from airflow.models.connection import Connection as CoreConnection
     from airflow.models.variable import Variable as CoreVariable
     from airflow.utils.session import create_session, provide_session
-
-    from airflow import settings
 
     if airflow_major() >= 3:
         from airflow.sdk import Variable
