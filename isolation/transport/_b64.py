@@ -19,7 +19,13 @@ def decode(text: str | bytes) -> bytes:
     Rejects padding, whitespace, the standard alphabet's ``+``/``/``, impossible
     lengths and non-zero trailing bits, so each byte string has exactly one text.
     """
-    raw = text.encode("ascii", "strict") if isinstance(text, str) else bytes(text)
+    if isinstance(text, str):
+        if not text.isascii():
+            # Not via str.encode: its error message would quote the offending character.
+            raise ValueError("not unpadded base64url")
+        raw = text.encode("ascii")
+    else:
+        raw = bytes(text)
     if not _ALPHABET.fullmatch(raw):
         raise ValueError("not unpadded base64url")
     if len(raw) % 4 == 1:
