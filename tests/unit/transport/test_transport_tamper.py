@@ -413,3 +413,9 @@ def test_every_single_bit_flip_of_one_envelope(suite: int) -> None:
         rejected(lambda tampered=tampered: _open_bytes(tampered, suite), reason)  # type: ignore[misc]
         seen.add(reason)
     assert {R.BAD_FORMAT, R.UNSUPPORTED_VERSION, R.UNKNOWN_KEY, R.BAD_SIGNATURE} <= seen
+
+
+@pytest.mark.parametrize("text", ["abc\u00e9", "ab\udc80c", "\u4e2d" * 8, b"ab\xff"])
+def test_non_ascii_text_is_bad_format_without_quoting_it(text: str | bytes) -> None:
+    error = rejected(lambda: _open_text(text), R.BAD_FORMAT)  # type: ignore[arg-type]
+    assert str(error) == "envelope rejected (bad-format): not unpadded base64url"
