@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from functools import cache
 
 import msgpack
 import pytest
@@ -109,6 +110,48 @@ def test_seal_needs_the_right_keyset_purposes() -> None:
         envelope.seal_bytes(b"", signer=k.recipient, recipient=k.signer, subject=SUBJECT, now=NOW)
     with pytest.raises(KeysetError, match=r"public keyset|no private part"):
         envelope.seal_bytes(b"", signer=k.trusted, recipient=k.recipient, subject=SUBJECT, now=NOW)
+
+
+@cache
+def _rotated() -> tuple[Keyset, Keyset]:
+    """The test signer and recipient keysets after a rotation whose old key A was revoked."""
+    k = keys()
+    signer, new_signer = k.signer.add(now=NOW)
+    signer = signer.promote(new_signer.kid, now=NOW).revoke(k.signer.primary().kid, now=NOW, force=True)
+    recipient, new_recipient = k.recipient.add(now=NOW)
+    recipient = recipient.promote(new_recipient.kid, now=NOW)
+    recipient = recipient.revoke(k.recipient.primary().kid, now=NOW, force=True)
+    return signer.public(), recipient
+
+
+_KEY_FAULTS = {
+    "impostor recipient": (lambda: {"recipient": keys().impostor}, R.UNKNOWN_KEY),
+    "public recipient keyset": (lambda: {"recipient": keys().recipient.public()}, R.UNKNOWN_KEY),
+    "untrusted signer": (lambda: {"signers": keys().untrusted.public()}, R.UNKNOWN_KEY),
+    "no trusted signers": (lambda: {"signers": []}, R.UNKNOWN_KEY),
+    "revoked signer": (lambda: {"signers": _rotated()[0]}, R.REVOKED_KEY),
+    "revoked recipient": (lambda: {"recipient": _rotated()[1]}, R.REVOKED_KEY),
+    "both revoked": (lambda: {"signers": _rotated()[0], "recipient": _rotated()[1]}, R.REVOKED_KEY),
+}
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    fault=st.sampled_from(sorted(_KEY_FAULTS)),
+    plaintext=st.binary(max_size=256),
+    subject=st.builds(Subject, st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20), st.just("r")),
+    lifetime=st.integers(1, envelope.MAX_LIFETIME),
+    age=st.integers(0, 10**6),
+)
+def test_wrong_untrusted_and_revoked_keys(
+    fault: str, plaintext: bytes, subject: Subject, lifetime: int, age: int
+) -> None:
+    options, reason = _KEY_FAULTS[fault]
+    data = _seal(plaintext, subject=subject, lifetime=lifetime)
+    clock = NOW + min(age, lifetime)
+    assert _open(data, now=clock).plaintext == plaintext  # the control: it opens with the right keys
+    error = rejected(lambda: _open(data, now=clock, **options()), reason)
+    assert error.key_id in (keys().signer.primary().kid, keys().recipient.primary().kid)
 
 
 # --------------------------------------------------------------------------- clock
