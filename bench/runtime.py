@@ -3,8 +3,8 @@
 In each environment, two kinds of fresh processes are timed from spawn to exit, in
 interleaved rounds (the order alternates each round):
 
-* ``floor``: ``python -c "import <Airflow SDK>; import <operator module>"``, the
-  least any way of running the operator in a new interpreter must pay;
+* ``floor``: ``python -c "<import the Airflow SDK: DAG, BaseOperator>; import <operator
+  module>"``, the least any way of running the operator in a new interpreter pays;
 * ``runtime``: ``python -m isolation.runtime --stdin`` running a no-op operator
   (EmptyOperator) from a sealed envelope: verify, decrypt, guards, context, execute,
   result file.
@@ -45,8 +45,13 @@ from tests._envs import LEGACY, MODERN, get_env, host_keyring  # noqa: E402
 
 TARGET_MS = 150.0
 OPERATOR = "airflow.providers.standard.operators.empty.EmptyOperator"
-# The Airflow SDK: the authoring API on Airflow 3, the package itself on Airflow 2.
-SDK_IMPORT = {True: "import airflow.sdk", False: "import airflow"}
+# The Airflow SDK: the authoring API every DAG file imports (the DAG and BaseOperator
+# classes). Airflow 3 has it in airflow.sdk (lazily loaded, so name the classes);
+# Airflow 2 in airflow.models.
+SDK_IMPORT = {
+    True: "from airflow.sdk import DAG, BaseOperator",
+    False: "from airflow.models.dag import DAG; from airflow.models.baseoperator import BaseOperator",
+}
 
 
 def _env(workdir: Path, keys_dir: Path) -> dict[str, str]:
