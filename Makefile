@@ -1,5 +1,5 @@
 # The two entry points: `make demo` and `make test`. Each installs what it needs.
-.PHONY: demo test lint bootstrap bench fuzz clean
+.PHONY: demo test lint bootstrap bench bench-quick clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -15,9 +15,18 @@ lint: bootstrap
 test: bootstrap lint
 	.venv/bin/python -m pytest $(PYTEST_ARGS)
 	.venv/bin/python fuzz/run_all.py --seconds $${FUZZ_SECONDS:-20}
+	$(MAKE) --no-print-directory bench-quick
+
+# Short benchmark runs: they print their figures and ratios; targets are reported, not asserted.
+bench-quick: bootstrap
+	.venv/bin/python bench/envelope.py --quick
+	.venv/bin/python bench/runtime.py --quick
+	.venv/bin/python bench/overhead.py --quick
 
 bench: bootstrap
 	.venv/bin/python bench/envelope.py
+	.venv/bin/python bench/runtime.py
+	.venv/bin/python bench/overhead.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
