@@ -13,6 +13,7 @@
     ├── OperatorLoadError             runtime: the operator cannot be imported or built
     ├── DeferralNotSupported          runtime: the operator tried to defer
     ├── ResultError                   runtime: a result value cannot travel back as JSON
+    ├── TaskTerminated                runtime: the task was stopped by a signal
     └── IsolatedTaskError             the isolated task ended badly (host side)
         ├── IsolatedTaskFailed
         ├── IsolatedTaskRejected
@@ -43,6 +44,7 @@ __all__ = [
     "RejectReason",
     "ResultError",
     "RotationError",
+    "TaskTerminated",
 ]
 
 
@@ -178,6 +180,10 @@ class DeferralNotSupported(IsolationError):
 
 class ResultError(IsolationError):
     """Runtime: a return value or pushed XCom cannot be written as JSON."""
+
+
+class TaskTerminated(IsolationError):
+    """Runtime: SIGTERM or SIGINT arrived; the operator's ``on_kill`` has run."""
 
 
 class IsolatedTaskError(IsolationError):

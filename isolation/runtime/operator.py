@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 from typing import TYPE_CHECKING, Any
 
-from isolation.errors import DeferralNotSupported, IsolationError, OperatorLoadError
+from isolation.errors import DeferralNotSupported, IsolationError, OperatorLoadError, TaskTerminated
 from isolation.runtime import compat
 from isolation.runtime.context import XComRecord, build_context
 from isolation.transport import CallableRef
@@ -92,9 +93,18 @@ class PreparedTask:
         if self.payload.options.render_templates:
             self.task.render_template_fields(self.context)
 
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # What Airflow's task runner does on termination: let the operator stop its work
+        # (BashOperator kills its child process group), then fail the task.
+        log.error("received signal %d: stopping the operator", signum)
+        self.task.on_kill()
+        raise TaskTerminated(f"the isolated task was terminated by signal {signum}")
+
     def execute(self) -> Any:
         """Run the operator; its return value and pushes land in ``self.record``."""
         task = self.task
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
         with compat.current_context(self.context):
             try:
                 task.pre_execute(context=self.context)
