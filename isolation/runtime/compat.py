@@ -117,28 +117,45 @@ def import_operator(import_path: str) -> Any:
     raise first_error
 
 
+def _first(*candidates: tuple[str, str]) -> Any:
+    """The first of (module, name) that imports: where a name moved between minor versions."""
+    for module, name in candidates:
+        try:
+            return _load(module, name)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
 def execute_kwargs(operator: Any) -> dict[str, Any]:
     """The marker Airflow's task runner passes to ``execute`` so it does not warn about a direct call.
 
     PRIVATE: Airflow 2 compares with ``airflow.models.base._sentinel``, Airflow 3 with
-    ``ExecutorSafeguard.sentinel_value``; without it every task logs "cannot be called
-    outside TaskInstance".
+    ``ExecutorSafeguard.sentinel_value``; there is no public way to say "called by the task
+    runner", and without it every task logs "cannot be called outside TaskInstance". Where
+    neither exists, only that warning comes back.
     """
-    key = f"{type(operator).__name__}__sentinel"
     if AIRFLOW_V3:
-        from airflow.sdk.bases.operator import ExecutorSafeguard
-
-        return {key: ExecutorSafeguard.sentinel_value}
-    from airflow.models.base import _sentinel
-
-    return {key: _sentinel}
+        safeguard = _first(("airflow.sdk.bases.operator", "ExecutorSafeguard"))
+        sentinel = getattr(safeguard, "sentinel_value", None)
+    else:
+        sentinel = _first(("airflow.models.base", "_sentinel"))
+    return {} if sentinel is None else {f"{type(operator).__name__}__sentinel": sentinel}
 
 
 @contextlib.contextmanager
-def current_context(context: dict[str, Any]) -> Iterator[None]:
-    """Make ``get_current_context()`` return ``context`` while the operator runs."""
-    module = "airflow.sdk.execution_time.context" if AIRFLOW_V3 else "airflow.models.taskinstance"
-    with _load(module, "set_current_context")(context):
+def current_context(context: Any) -> Iterator[None]:
+    """Make ``get_current_context()`` return ``context`` while the operator runs.
+
+    PRIVATE: the task runners' own ``set_current_context`` (execution-time modules, not
+    the authoring API); ``get_current_context()`` reads the stack it pushes onto.
+    """
+    setter = _first(
+        ("airflow.sdk.execution_time.context", "set_current_context"),
+        ("airflow.sdk.definitions._internal.contextmanager", "set_current_context"),
+        ("airflow.models.taskinstance", "set_current_context"),
+    )
+    with setter(context) if setter is not None else contextlib.nullcontext():
         yield
 
 
@@ -148,9 +165,8 @@ def current_context(context: dict[str, Any]) -> Iterator[None]:
 def context_mapping(values: dict[str, Any]) -> Any:
     """The mapping type Airflow hands to ``execute``.
 
-    Airflow 2 passes ``airflow.utils.context.Context``, not a dict: operators that keep
-    the context in a templated field (PythonOperator's op_kwargs) rely on Airflow not
-    walking into it for XComArg references. Airflow 3's Context is a TypedDict.
+    Airflow 2 passes ``airflow.utils.context.Context``, not a dict: its deprecated keys
+    (``execution_date``) warn as they do in Airflow. Airflow 3's Context is a TypedDict.
     """
     if AIRFLOW_V3:
         return values
@@ -177,20 +193,23 @@ def macros() -> Any:
 
 
 def outlet_events() -> Any:
-    if AIRFLOW_V3:
-        from airflow.sdk.execution_time.context import OutletEventAccessors
-    else:
-        try:
-            from airflow.utils.context import OutletEventAccessors
-        except ImportError:  # Airflow 2.9 named them after datasets
-            return None
-    return OutletEventAccessors()
+    """``context["outlet_events"]``, which PythonOperator reads (Airflow 2.9+ / 3)."""
+    accessors = _first(
+        ("airflow.sdk.execution_time.context", "OutletEventAccessors"),
+        ("airflow.utils.context", "OutletEventAccessors"),
+    )
+    return None if accessors is None else accessors()
 
 
 def mask_secret(value: str) -> None:
-    """Register a value with Airflow's own log masker (public API on both majors)."""
-    module = "airflow.sdk.log" if AIRFLOW_V3 else "airflow.utils.log.secrets_masker"
-    _load(module, "mask_secret")(value)
+    """Register a value with Airflow's own log masker (``airflow.sdk.log`` / ``airflow.utils.log``)."""
+    masker = _first(
+        ("airflow.sdk.log", "mask_secret"),
+        ("airflow.sdk.execution_time.secrets_masker", "mask_secret"),
+        ("airflow.utils.log.secrets_masker", "mask_secret"),
+    )
+    if masker is not None:
+        masker(value)
 
 
 def route_structlog() -> None:
@@ -319,6 +338,8 @@ def _guard_variable_writes(cls: type) -> None:
 
 
 def _guard_orm() -> None:
+    # settings.Session / engine are the module globals create_session and provide_session
+    # read at call time (on every version), so replacing them covers both.
     from airflow import settings
     from sqlalchemy import event
 
@@ -350,6 +371,9 @@ def _guard_supervisor() -> None:
 
 
 def _guard_internal_api() -> None:
+    # PRIVATE: Airflow 2's internal API (AIP-44) has no public switch; InternalApiConfig is
+    # what its decorator consults. Refusing the switch keeps every decorated call local,
+    # where the ORM guard refuses it.
     try:
         from airflow.api_internal.internal_api_call import InternalApiConfig
     except ImportError:  # 2.9 and 2.10 have it; older or stripped builds may not
