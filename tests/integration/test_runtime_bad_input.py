@@ -132,3 +132,27 @@ def test_a_good_envelope_runs_the_marker(environment: LocalEnvironment, tmp_path
     run = run_runtime(environment, tmp_path / "good", payload=make_payload(PYTHON, MARKER), transport="file")
     assert run.code == 0, run.output
     assert run.files["ran"] == "yes"
+
+
+def test_rejected_envelope_never_imports_airflow(environment: LocalEnvironment, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.integration._runtime import scrubbed_env
+
+    (tmp_path / "envelope").write_text(_tamper(seal(environment, make_payload(PYTHON, MARKER))))
+    probe = (
+        "import sys\n"
+        "from isolation.runtime.__main__ import run\n"
+        f"code = run(['--envelope-file', {str(tmp_path / 'envelope')!r}])\n"
+        "print(code, any(m == 'airflow' or m.startswith('airflow.') for m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [str(environment.python), "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=scrubbed_env(environment, tmp_path),
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout.split() == ["3", "False"], done.stderr
