@@ -122,8 +122,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         opened = _open(args)
-    except IsolationError as exc:
-        code = _classify(exc)
+    except Exception as exc:
+        # Anything else here is a defect of the runtime or its environment, still one line.
+        code = _classify(exc) if isinstance(exc, IsolationError) else ExitCode.CONFIGURATION
         from isolation.runtime import result
 
         _write_result(
@@ -157,8 +158,6 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
         PHASES.mark("guards")
         secrets.provide(payload)
         if payload.options.export_secrets_to_env:
-            import os
-
             secrets.export_to_environment(os.environ)
         for value in secrets.secret_values(payload):
             compat.mask_secret(value)
@@ -177,9 +176,7 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
         task.execute()
         PHASES.mark("execute")
         return_value, xcoms = result.values(task.record.return_value, task.record.pushed)
-    except BaseException as exc:
-        if not isinstance(exc, Exception):
-            raise
+    except Exception as exc:
         code = _classify(exc)
         if code is ExitCode.SKIPPED:
             log.info("task skipped: %s", exc)

@@ -106,8 +106,8 @@ class IsolatedTaskInstance:
         **kwargs: Any,
     ) -> Any:
         """Serve an XCom the host resolved; ``default`` when it did not send one."""
-        if task_ids is None:
-            task_ids = [self.task_id] if key != RETURN_KEY else []
+        if task_ids is None:  # Airflow 3: this task's own XCom (from an earlier try, via the host)
+            task_ids = self.task_id
         if isinstance(task_ids, str):
             return self._pull_one(
                 task_ids, dag_id=dag_id, key=key, map_indexes=map_indexes, default=default, run_id=run_id
