@@ -28,7 +28,7 @@ from isolation.transport.payload import (
     TaskContext,
     XComInput,
 )
-from tests._envs import get_env, host_keyring
+from tests._envs import host_keyring
 
 CODE_DIR = Path(__file__).resolve().parent / "isolated_code"
 LOGICAL = dt.datetime(2024, 3, 5, 6, 7, 8, tzinfo=dt.timezone.utc)
@@ -191,10 +191,6 @@ def run_many(jobs: Mapping[str, Job], base: Path) -> dict[str, Run]:
             for name, job in jobs.items()
         }
         return {name: future.result() for name, future in futures.items()}
-
-
-def env(name: str) -> LocalEnvironment:
-    return get_env(name)
 
 
 def run_calls(calls: Mapping[str, Callable[[], Run]]) -> dict[str, Run]:

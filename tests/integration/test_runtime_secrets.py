@@ -108,6 +108,10 @@ def test_masked_values_were_really_printed(runs: dict[str, Run]) -> None:
     assert "login ***" in python.stderr
 
 
+def test_secrets_are_registered_with_airflows_masker(runs: dict[str, Run]) -> None:
+    assert json.loads(runs["python"].files["airflow_redact"]) == ["x *** y", "x *** y"]
+
+
 def test_error_message_is_masked(runs: dict[str, Run]) -> None:
     run = runs["error"]
     assert run.code == 1
