@@ -104,11 +104,12 @@ def _run(cmd: list[str], what: str) -> None:
 def _install(python: Path, packages: list[str], what: str, *, no_deps: bool = False, reinstall: bool = False) -> None:
     uv = shutil.which("uv")
     if uv:
-        cmd = [uv, "pip", "install", "--quiet", "--python", str(python)]
+        # Compiled bytecode: the first task in a fresh environment should not pay for it.
+        cmd = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
         cmd += ["--no-deps"] if no_deps else []
         cmd += ["--reinstall-package", "apache-airflow-providers-isolation"] if reinstall else []
     else:
-        cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--compile"]
         cmd += ["--no-deps"] if no_deps else []
         cmd += ["--force-reinstall"] if reinstall else []
     _run(cmd + packages, what)

@@ -195,8 +195,29 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(argv)
+    """Console entry point: run, then end the process at once with the exit code."""
+    code = run(argv)
+    _exit_now(code)
+    return code  # pragma: no cover - _exit_now does not return
+
+
+def _exit_now(code: int) -> None:
+    # The result is written and the logs are drained. A normal interpreter shutdown
+    # after importing Airflow costs most of a second (module teardown and the atexit
+    # hooks of Airflow and its libraries) and can still hang on an operator's stray
+    # non-daemon thread, so flush what matters ourselves and leave.
+    from isolation.runtime import sandbox
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            continue
+    sandbox.cleanup()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

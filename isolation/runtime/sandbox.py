@@ -41,6 +41,15 @@ _OWNED_NAMES = (
 )
 
 
+_HOMES: list[str] = []
+
+
+def cleanup() -> None:
+    """Remove the private homes made by :func:`prepare` (idempotent)."""
+    while _HOMES:
+        shutil.rmtree(_HOMES.pop(), ignore_errors=True)
+
+
 def check_no_database_url(environ: MutableMapping[str, str] | None = None) -> None:
     """Refuse to run with a metadata database URL in the environment."""
     env = os.environ if environ is None else environ
@@ -53,7 +62,8 @@ def prepare(environ: MutableMapping[str, str] | None = None) -> str:
     """Point Airflow at a private home and an unusable database; return the home."""
     env = os.environ if environ is None else environ
     home = tempfile.mkdtemp(prefix="isolation-airflow-home-")
-    atexit.register(shutil.rmtree, home, True)
+    _HOMES.append(home)
+    atexit.register(cleanup)
     config = os.path.join(home, "airflow.cfg")
     # An existing (empty) config file stops Airflow from writing a default one on import.
     with open(config, "w", encoding="utf-8"):
