@@ -35,6 +35,8 @@ from isolation.environments.local import LocalEnvironment, find_local
 from isolation.errors import ConfigurationError
 
 RESULT_FILE = "result.json"
+# The runtime side: isolation.runtime.lifeline (the same name, read once and removed).
+LIFELINE_ENV = "ISOLATION_LIFELINE_FD"
 MAX_LINE = 64 * 1024
 LOG_TAIL = 20
 # Host variables the runtime may see; everything else stays behind.
@@ -92,7 +94,16 @@ class LocalBackend(Backend):
         try:
             result_path = workdir / RESULT_FILE
             envelope = seal(str(result_path)).encode("ascii")
-            proc = self._start(env, workdir, result_path)
+            # The child watches the read end; only this process holds the write end, so
+            # the child learns of our death even from SIGKILL (see isolation.runtime.lifeline).
+            lifeline_read, lifeline_write = os.pipe()
+            try:
+                proc = self._start(env, workdir, result_path, lifeline_read)
+            except BaseException:
+                os.close(lifeline_write)
+                raise
+            finally:
+                os.close(lifeline_read)
             try:
                 tail = _pump(proc, envelope, on_log)
                 code = proc.wait()
@@ -100,6 +111,7 @@ class LocalBackend(Backend):
                 with self._lock:
                     self._proc = None
                 _process.terminate(proc, self.kill_grace)
+                os.close(lifeline_write)
                 for stream in (proc.stdin, proc.stdout):
                     if stream is not None:
                         with contextlib.suppress(OSError):
@@ -144,8 +156,10 @@ class LocalBackend(Backend):
         )
         return child
 
-    def _start(self, env: LocalEnvironment, workdir: Path, result_path: Path) -> subprocess.Popen[bytes]:
+    def _start(self, env: LocalEnvironment, workdir: Path, result_path: Path, lifeline: int) -> subprocess.Popen[bytes]:
         command = [str(env.python), "-I", "-u", "-m", "isolation.runtime", "--stdin"]
+        child_env = self.child_environment(env, workdir, result_path)
+        child_env[LIFELINE_ENV] = str(lifeline)
         try:
             proc = subprocess.Popen(
                 command,
@@ -154,9 +168,10 @@ class LocalBackend(Backend):
                 stderr=subprocess.STDOUT,
                 bufsize=0,
                 close_fds=True,
+                pass_fds=(lifeline,),
                 start_new_session=True,
                 cwd=workdir,
-                env=self.child_environment(env, workdir, result_path),
+                env=child_env,
             )
         except OSError as exc:
             raise ConfigurationError(

@@ -25,7 +25,7 @@ from isolation.errors import (
     OperatorLoadError,
     ResultError,
 )
-from isolation.runtime import logs, source
+from isolation.runtime import lifeline, logs, source
 from isolation.runtime.exitcodes import ExitCode
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ def _open(args: argparse.Namespace) -> OpenedEnvelope:
 def run(argv: Sequence[str] | None = None) -> int:
     """Everything ``main`` does, returning the exit code (callable from tests)."""
     args = _parser().parse_args(argv)
+    lifeline.watch()
     try:
         opened = _open(args)
     except Exception as exc:

@@ -46,13 +46,47 @@ def test_killing_the_task_kills_the_isolated_tree(airflow_env):
             proc.wait()
     run = finish(proc, "".join(lines) + rest)
     assert run.states["long"] == "failed"
-    assert "killed by signal" in run.logs["long"]
+    # The runtime ran the operator's on_kill and said why it stopped.
+    assert "the isolated task was terminated by signal 15" in run.logs["long"], run.logs["long"][-3000:]
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in pids if alive(pid)], "an isolated process outlived the task"
     assert runtime_processes(str(TMP)) == []
     assert leftover_temp(TMP) == []
+
+
+@pytest.mark.envs
+@pytest.mark.slow
+def test_a_host_killed_without_warning_takes_the_isolated_tree_with_it(airflow_env):
+    # SIGKILL gives the host no chance to run on_kill: only the lifeline pipe tells the runtime.
+    proc = start_dag("e2e_kill")
+    assert proc.stdout is not None
+    lines: list[str] = []
+    pids: list[int] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = _PIDS.search(line)
+            if match:
+                pids = [int(match.group(1)), int(match.group(2))]
+                break
+        assert pids, "".join(lines)[-3000:]
+        assert all(alive(pid) for pid in pids)
+        proc.kill()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if alive(pid)], "an isolated process outlived a SIGKILLed host"
 
 
 class _Forbidden(AssertionError):

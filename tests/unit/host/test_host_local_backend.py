@@ -78,7 +78,9 @@ def test_child_environment_is_an_allow_list(backend, monkeypatch, tmp_path):
     assert set(env) <= {"PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ", "HOME", "TMPDIR"} | {
         "ISOLATION_KEYS_DIR",
         "ISOLATION_RESULT_PATH",
+        "ISOLATION_LIFELINE_FD",
     }
+    assert env["ISOLATION_LIFELINE_FD"].isdigit()
     text = json.dumps(env)
     for value in SECRETS.values():
         assert value not in text
@@ -96,8 +98,10 @@ def test_no_inherited_descriptors_and_own_session(backend):
     finally:
         os.close(leaked)
     report = json.loads(outcome.result)["return_value"]
-    # 0-2 plus the descriptor listdir itself opens.
-    assert len(report["fds"]) == 4 and report["fds"][:3] == [0, 1, 2]
+    lifeline = int(report["env"]["ISOLATION_LIFELINE_FD"])
+    # 0-2, the lifeline pipe (the only descriptor passed on purpose), and the one listdir opens.
+    assert len(report["fds"]) == 5 and report["fds"][:3] == [0, 1, 2]
+    assert lifeline in report["fds"]
     assert report["session_leader"] is True
     assert report["pid"] != os.getpid()
 
