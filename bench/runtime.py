@@ -4,7 +4,9 @@ In each environment, two kinds of fresh processes are timed from spawn to exit, 
 interleaved rounds (the order alternates each round):
 
 * ``floor``: ``python -c "<import the Airflow SDK: DAG, BaseOperator>; import <operator
-  module>"``, the least any way of running the operator in a new interpreter pays;
+  module>; os._exit(0)"``, the least any way of running the operator in a new interpreter
+  pays (it leaves without interpreter teardown, as the runtime does once its result is
+  written, so the two processes end the same way);
 * ``runtime``: ``python -m isolation.runtime --stdin`` running a no-op operator
   (EmptyOperator) from a sealed envelope: verify, decrypt, guards, context, execute,
   result file.
@@ -104,7 +106,7 @@ def measure(env: LocalEnvironment, rounds: int, warmup: int) -> dict[str, Any]:
         workdir = Path(tmp)
         proc_env = _env(workdir, env.keys_dir)
         envelope = _envelope(env, workdir / "result.json").encode()
-        floor_cmd = [str(env.python), "-c", f"{SDK_IMPORT[v3]}; import {module}"]
+        floor_cmd = [str(env.python), "-c", f"{SDK_IMPORT[v3]}; import {module}; import os; os._exit(0)"]
         runtime_cmd = [str(env.python), "-m", "isolation.runtime", "--stdin"]
         contenders = {"floor": (floor_cmd, None), "runtime": (runtime_cmd, envelope)}
         wall: dict[str, list[float]] = {name: [] for name in contenders}
