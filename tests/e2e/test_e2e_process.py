@@ -17,26 +17,30 @@ ROOT = Path(__file__).resolve().parents[2]
 _PIDS = re.compile(r"sleeping runtime_pid=(\d+) child_pid=(\d+)")
 
 
+def _wait_for_isolated_pids(proc) -> tuple[list[str], list[int]]:
+    """Read the DAG run's output until the isolated task reports its pids; both must be alive."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = _PIDS.search(line)
+        if match:
+            pids = [int(match.group(1)), int(match.group(2))]
+            assert all(alive(pid) for pid in pids)
+            return lines, pids
+    raise AssertionError("".join(lines)[-3000:])
+
+
 @pytest.mark.envs
 @pytest.mark.slow
 def test_killing_the_task_kills_the_isolated_tree(airflow_env):
     proc = start_dag("e2e_kill")
-    assert proc.stdout is not None
-    lines: list[str] = []
-    pids: list[int] = []
-    deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            match = _PIDS.search(line)
-            if match:
-                pids = [int(match.group(1)), int(match.group(2))]
-                break
-        assert pids, "".join(lines)[-3000:]
-        assert all(alive(pid) for pid in pids)
+        lines, pids = _wait_for_isolated_pids(proc)
         # What the Airflow supervisor does to a task it stops: SIGTERM to the task process.
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=120)
@@ -61,22 +65,8 @@ def test_killing_the_task_kills_the_isolated_tree(airflow_env):
 def test_a_host_killed_without_warning_takes_the_isolated_tree_with_it(airflow_env):
     # SIGKILL gives the host no chance to run on_kill: only the lifeline pipe tells the runtime.
     proc = start_dag("e2e_kill")
-    assert proc.stdout is not None
-    lines: list[str] = []
-    pids: list[int] = []
-    deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            match = _PIDS.search(line)
-            if match:
-                pids = [int(match.group(1)), int(match.group(2))]
-                break
-        assert pids, "".join(lines)[-3000:]
-        assert all(alive(pid) for pid in pids)
+        _, pids = _wait_for_isolated_pids(proc)
         proc.kill()
         proc.wait(timeout=30)
     finally:
