@@ -8,6 +8,7 @@ private form is written with mode 0600.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -27,6 +28,7 @@ FORMAT = "isolation-keyset/v1"
 MAX_KEYSET_BYTES = 1024 * 1024
 MAX_KEYS = 64
 DEFAULT_OVERLAP_SECONDS = 2 * 3600
+MAX_OVERLAP_SECONDS = 366 * 86400
 _NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
 _KID = re.compile(r"[0-9a-f]{32}")
 
@@ -266,6 +268,7 @@ class Keyset:
         return replace(self, keys=tuple(k for k in self.keys if k.kid != kid))
 
     def with_overlap(self, seconds: int) -> Keyset:
+        """The same keyset with another overlap window (0 to 366 days, in seconds)."""
         return replace(self, overlap_seconds=seconds)
 
     def _set_status(self, kid: str, status: KeyStatus, stamp: int) -> Keyset:
@@ -292,9 +295,24 @@ class Keyset:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Keyset:
-        """Parse and validate a keyset document; any defect raises :class:`KeysetError`."""
+        """Parse and validate a keyset document; any defect raises :class:`KeysetError`.
+
+        Bytes must be UTF-8 (no byte order mark; ``json`` would also guess UTF-16 and
+        UTF-32), and text must encode to UTF-8; the size limit counts UTF-8 bytes.
+        """
+        too_large = KeysetError(f"keyset is larger than {MAX_KEYSET_BYTES} bytes")
+        # Each character is at least one byte: a cheap refusal before any copy.
         if len(text) > MAX_KEYSET_BYTES:
-            raise KeysetError(f"keyset is larger than {MAX_KEYSET_BYTES} bytes")
+            raise too_large
+        try:
+            if isinstance(text, str):
+                if len(text.encode("utf-8")) > MAX_KEYSET_BYTES:
+                    raise too_large
+            else:
+                text = bytes(text).decode("utf-8")
+        except UnicodeError:
+            # Neither message quotes the offending bytes: they may be key material.
+            raise KeysetError("keyset is not valid JSON: not UTF-8 text") from None
         try:
             document = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
         except json.JSONDecodeError as exc:
@@ -302,8 +320,6 @@ class Keyset:
             raise KeysetError(f"keyset is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
         except _Malformed as exc:
             raise KeysetError(f"keyset is not valid JSON: {exc}") from None
-        except UnicodeDecodeError:
-            raise KeysetError("keyset is not valid JSON: not UTF-8 text") from None
         except RecursionError:
             raise KeysetError("keyset is not valid JSON: nested too deeply") from None
         except ValueError as exc:
@@ -311,12 +327,19 @@ class Keyset:
         return _from_document(document)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write atomically; 0600 whenever private parts are present."""
+        """Write atomically; 0600 whenever private parts are present.
+
+        Raises :class:`KeysetError` (with the path and the system's reason) if the file
+        cannot be written.
+        """
         target = Path(path)
         mode = 0o600 if any(k.private is not None for k in self.keys) else 0o644
-        # mkstemp: a fresh name, created exclusively with mode 0600, never through a
-        # symlink someone planted at a predictable temporary name.
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            # mkstemp: a fresh name, created exclusively with mode 0600, never through a
+            # symlink someone planted at a predictable temporary name.
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        except OSError as exc:
+            raise _save_error(target, exc) from None
         tmp = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -325,8 +348,11 @@ class Keyset:
                 os.fsync(handle.fileno())
             os.chmod(tmp, mode)
             os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _save_error(target, exc) from None
             raise
         return target
 
@@ -344,6 +370,14 @@ class Keyset:
             return cls.from_json(data)
         except KeysetError as exc:
             raise KeysetError(f"{os.fspath(path)}: {exc.message}", hint=exc.hint) from None
+
+
+def _save_error(target: Path, exc: OSError) -> KeysetError:
+    return KeysetError(
+        f"cannot write keyset {os.fspath(target)!r}: {exc.strerror or type(exc).__name__}",
+        hint="check that the directory exists, is writable by this user and is not a read-only mount, "
+        "and that the path is not a directory",
+    )
 
 
 class _Malformed(ValueError):
@@ -397,8 +431,6 @@ def _from_document(doc: Any) -> Keyset:
     if not isinstance(doc["keys"], list) or not 1 <= len(doc["keys"]) <= MAX_KEYS:
         raise KeysetError(f"keyset must hold 1 to {MAX_KEYS} keys")
     overlap = doc["overlap_seconds"]
-    if type(overlap) is not int or not 0 <= overlap <= 366 * 86400:
-        raise KeysetError("overlap_seconds must be an integer number of seconds (0 to 1 year)")
     name = doc["name"]
     if not isinstance(name, str):
         raise KeysetError("keyset name must be a string")
@@ -423,10 +455,22 @@ def _key_from_json(data: Any, index: int) -> Key:
         raise KeysetError(f"{where}: key material is not canonical base64url") from None
     if public is None or ("private" in data and private is None):
         raise KeysetError(f"{where}: key material must be base64url strings")
-    return Key(str(data["kid"]), algorithm, status, public, private, data["created_at"], data["status_changed_at"])
+    if not isinstance(data["kid"], str):
+        # Never str() it: 32 decimal digits would pass for a hex key id.
+        raise KeysetError(f"{where}: key id must be 32 lowercase hex digits, as a JSON string")
+    return Key(data["kid"], algorithm, status, public, private, data["created_at"], data["status_changed_at"])
 
 
 def _validate(keyset: Keyset) -> None:
+    if not isinstance(keyset.purpose, Purpose):
+        raise KeysetError("keyset purpose must be Purpose.SIGNER or Purpose.RECIPIENT")
+    overlap = keyset.overlap_seconds
+    if type(overlap) is not int or not 0 <= overlap <= MAX_OVERLAP_SECONDS:
+        raise KeysetError(
+            f"overlap_seconds must be an integer number of seconds from 0 to {MAX_OVERLAP_SECONDS} (366 days)",
+            hint="at least the longest envelope lifetime + the longest pod start + 60 s of clock skew "
+            "(default 7200); see docs/keys.md",
+        )
     if not isinstance(keyset.name, str) or not _NAME.fullmatch(keyset.name):
         raise KeysetError(
             f"invalid keyset name {keyset.name!r}",

@@ -97,11 +97,25 @@ def test_save_never_writes_through_a_planted_temporary_file(tmp_path: Path) -> N
 def test_failed_save_leaves_nothing_behind(tmp_path: Path) -> None:
     target = tmp_path / "is-a-directory"
     target.mkdir()
-    with pytest.raises(OSError):
+    with pytest.raises(KeysetError, match="cannot write keyset") as info:
         KEYSETS[0].save(target)
+    assert "is-a-directory" in str(info.value)
+    assert "hint:" in info.value.diagnostics()
     assert [p.name for p in tmp_path.iterdir()] == ["is-a-directory"]
-    with pytest.raises(OSError):
+    with pytest.raises(KeysetError, match="cannot write keyset") as info:
         KEYSETS[0].save(tmp_path / "missing" / "keys.json")
+    assert "missing" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_failed_write_after_the_temporary_file_is_a_keyset_error(tmp_path: Path, monkeypatch: Any) -> None:
+    def refuse(src: object, dst: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(keyset_module.os, "replace", refuse)
+    with pytest.raises(KeysetError, match=r"cannot write keyset.*Permission denied"):
+        KEYSETS[0].save(tmp_path / "keys.json")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_load_errors_name_the_file_and_what_to_do(tmp_path: Path) -> None:
@@ -230,6 +244,20 @@ MALFORMED: dict[str, tuple[str | bytes, str]] = {
         r"key #0: key id must be 32 lowercase hex",
     ),
     "kid not a string": (_edit(lambda d: _set(_key(d), "kid", 12)), r"key #0: key id must be 32 lowercase hex"),
+    "kid a 32-digit number": (_edit(lambda d: _set(_key(d), "kid", 10**31)), r"key #0: key id .* JSON string"),
+    "overlap over 366 days": (
+        _edit(lambda d: _set(d, "overlap_seconds", keyset_module.MAX_OVERLAP_SECONDS + 1)),
+        r"overlap_seconds",
+    ),
+    "utf-16": (_TEXT.encode("utf-16"), r"not UTF-8 text"),
+    "utf-16-le without bom": (_TEXT.encode("utf-16-le"), r"not valid JSON"),
+    "utf-32": (_TEXT.encode("utf-32"), r"not UTF-8 text"),
+    "utf-8 byte order mark": (_TEXT.encode("utf-8-sig"), r"not valid JSON"),
+    "lone surrogate in text": (_TEXT.replace('"env-a"', '"env-a\ud800"'), r"not UTF-8 text"),
+    "text over the limit in utf-8 bytes": (
+        " " * (keyset_module.MAX_KEYSET_BYTES // 2) + "\u00e9" * (keyset_module.MAX_KEYSET_BYTES // 4 + 1),
+        r"larger than",
+    ),
     "private of another key": (
         _edit(lambda d: _set(_key(d), "private", _key(d, 1)["private"])),
         r"private part does not match",
@@ -319,3 +347,74 @@ def test_unknown_suite_is_refused() -> None:
     with pytest.raises(KeysetError, match="unknown suite") as info:
         Keyset.generate_recipient("env", suite=3)
     assert "suite 1" in info.value.diagnostics()
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+@pytest.mark.parametrize("overlap", [-1, keyset_module.MAX_OVERLAP_SECONDS + 1, True, 60.0, "7200", None])
+def test_overlap_is_validated_by_the_constructor_and_with_overlap(overlap: object) -> None:
+    keyset = KEYSETS[1]
+    with pytest.raises(KeysetError, match="overlap_seconds") as info:
+        Keyset(keyset.purpose, keyset.name, keyset.keys, overlap)  # type: ignore[arg-type]
+    assert "docs/keys.md" in info.value.diagnostics()
+    with pytest.raises(KeysetError, match="overlap_seconds"):
+        keyset.with_overlap(overlap)  # type: ignore[arg-type]
+    for ok in (0, 61, keyset_module.MAX_OVERLAP_SECONDS):
+        assert keyset.with_overlap(ok).overlap_seconds == ok
+
+
+def test_purpose_must_be_a_purpose() -> None:
+    keyset = KEYSETS[0]
+    with pytest.raises(KeysetError, match="purpose"):
+        Keyset("signer", keyset.name, keyset.keys)  # type: ignore[arg-type]
+
+
+def test_a_numeric_key_id_is_refused_even_when_its_digits_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A key id of 32 decimal digits happens (about 3 in 10 million keys); str() of a JSON
+    # number would then have passed for the key id.
+    digits = "1" * 32
+    monkeypatch.setattr(keyset_module, "key_id", lambda algorithm, public: digits)
+    doc = _doc(0)
+    del doc["keys"][1:]
+    _key(doc)["kid"] = digits
+    assert Keyset.from_json(json.dumps(doc)).primary().kid == digits
+    _key(doc)["kid"] = int(digits)
+    with pytest.raises(KeysetError, match="JSON string"):
+        Keyset.from_json(json.dumps(doc))
+
+
+def test_utf_16_keysets_are_refused_although_json_would_read_them() -> None:
+    data = _TEXT.encode("utf-16")
+    assert json.loads(data)["name"] == "env-a"
+    with pytest.raises(KeysetError, match="not UTF-8 text"):
+        Keyset.from_json(data)
+    assert Keyset.from_json(_TEXT.encode("utf-8")) == Keyset.from_json(_TEXT)
+
+
+def test_size_limit_counts_utf8_bytes_of_text() -> None:
+    limit = keyset_module.MAX_KEYSET_BYTES
+    # Within the limit in characters, over it in bytes: refused for size, not parsed.
+    text = " " * (limit - 11) + "\u00e9" * 10 + "{"
+    assert len(text) <= limit < len(text.encode())
+    with pytest.raises(KeysetError, match="larger than"):
+        Keyset.from_json(text)
+    with pytest.raises(KeysetError, match="larger than"):
+        Keyset.from_json(text.encode())
+    # Exactly at the limit in bytes: parsed (and refused as JSON, not for its size).
+    at_limit = " " * (limit - 12) + "\u00e9" * 5 + "{"
+    assert len(at_limit.encode()) == limit - 1
+    with pytest.raises(KeysetError, match="not valid JSON"):
+        Keyset.from_json(at_limit)
+
+
+def test_find_uses_the_index_and_stays_exact() -> None:
+    keyset = KEYSETS[1]
+    for key in keyset:
+        assert keyset.find(key.kid) is key
+    assert keyset.find(keyset.keys[0].kid.upper()) is None
+    assert keyset.find("") is None
+    promoted = keyset.promote(keyset.keys[1].kid, now=NOW + 5)
+    assert promoted.find(keyset.keys[1].kid).status is KeyStatus.PRIMARY  # type: ignore[union-attr]
+    assert promoted.public().find(keyset.keys[1].kid).private is None  # type: ignore[union-attr]
+    assert keyset.keys[0].kid_bytes == bytes.fromhex(keyset.keys[0].kid)
