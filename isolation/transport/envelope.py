@@ -109,18 +109,33 @@ def seal_bytes(
 
 
 def _lookup(keysets: Sequence[Keyset], kid: bytes, role: Purpose) -> Key:
+    """The trusted key ``kid`` of purpose ``role``, consulting every keyset of that purpose.
+
+    A key that any of them marks revoked is refused: a stale copy elsewhere that still
+    lists it as primary must not undo a revocation. Copies that disagree on the public
+    key are refused too (the key id would no longer name one key).
+    """
     hexkid = kid.hex()
+    found: Key | None = None
     for keyset in keysets:
         # A key only ever serves its keyset's purpose: a recipient keyset passed among
         # the signers by mistake must not make an X25519 key a "trusted signer".
         if keyset.purpose is not role:
             continue
         key = keyset.find(hexkid)
-        if key is not None:
-            if key.status is KeyStatus.REVOKED:
-                raise EnvelopeRejected(R.REVOKED_KEY, f"{role.value} key is revoked", key_id=hexkid)
-            return key
-    raise EnvelopeRejected(R.UNKNOWN_KEY, f"no trusted {role.value} key has this id", key_id=hexkid)
+        if key is None:
+            continue
+        if key.status is KeyStatus.REVOKED:
+            raise EnvelopeRejected(R.REVOKED_KEY, f"{role.value} key is revoked", key_id=hexkid)
+        if found is None:
+            found = key
+        elif key.public != found.public or key.algorithm is not found.algorithm:
+            raise EnvelopeRejected(
+                R.UNKNOWN_KEY, f"trusted {role.value} keysets disagree on this key id", key_id=hexkid
+            )
+    if found is None:
+        raise EnvelopeRejected(R.UNKNOWN_KEY, f"no trusted {role.value} key has this id", key_id=hexkid)
+    return found
 
 
 def open_bytes(

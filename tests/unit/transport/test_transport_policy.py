@@ -86,6 +86,46 @@ def test_revoked_signer_and_recipient() -> None:
     rejected(lambda: _open(data, recipient=recipient), R.REVOKED_KEY)
 
 
+def _revoked_elsewhere(keyset: Keyset) -> Keyset:
+    """The public form of ``keyset`` after its primary was replaced and revoked."""
+    rotated, new = keyset.add(now=NOW)
+    return rotated.promote(new.kid, now=NOW).revoke(keyset.primary().kid, now=NOW, force=True).public()
+
+
+def test_a_revocation_in_any_trusted_signer_keyset_wins() -> None:
+    # Regression (revocation bypass across several signer keysets): the runtime trusts
+    # every signers*.json, and a stale copy listing the key as primary used to decide
+    # alone whenever it came first in file-name order.
+    k = keys()
+    data = _seal()
+    stale, revoked = k.trusted, _revoked_elsewhere(k.signer)
+    for order in ([stale, revoked], [revoked, stale], [stale, stale, revoked]):
+        error = rejected(lambda order=order: _open(data, signers=order), R.REVOKED_KEY)  # type: ignore[misc]
+        assert error.key_id == k.signer.primary().kid
+    # Another host's revocations do not touch this host's keys.
+    assert _open(data, signers=[stale, _revoked_elsewhere(k.untrusted)]).plaintext == b"x"
+    # Keysets of another purpose are not consulted, for trust or for revocation.
+    assert _open(data, signers=[k.recipient.public(), stale]).plaintext == b"x"
+
+
+def test_trusted_signer_keysets_that_disagree_on_a_key_id_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from isolation.transport import keyset as keyset_module
+
+    k = keys()
+    data = _seal()
+    kid = k.signer.primary().kid
+    # Only a key id collision (or a forged keyset file) gives two keys one id: fake one.
+    monkeypatch.setattr(keyset_module, "key_id", lambda algorithm, public: kid)
+    other = Keyset.generate_signer(now=NOW).public()
+    monkeypatch.undo()
+    assert other.primary().kid == kid
+    assert other.primary().public != k.trusted.primary().public
+    for order in ([k.trusted, other], [other, k.trusted]):
+        error = rejected(lambda order=order: _open(data, signers=order), R.UNKNOWN_KEY)  # type: ignore[misc]
+        assert "disagree" in str(error)
+    assert _open(data, signers=[k.trusted, k.trusted]).plaintext == b"x"
+
+
 def test_a_recipient_key_is_never_a_signer() -> None:
     # A header naming a recipient key as its signer, with that recipient keyset
     # (wrongly) among the trusted signers: refused as unknown, never used to verify.
