@@ -13,17 +13,36 @@ Environment keys directory (``ISOLATION_KEYS_DIR``, default ``/var/run/isolation
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from isolation.errors import KeysetError
+from isolation.errors import ConfigurationError, KeysetError
 from isolation.transport.keyset import Keyset, Purpose
 
 RECIPIENT_FILE = "recipient.json"
 SIGNERS_FILE = "signers.json"
 SIGNER_FILE = "signer.json"
 DEFAULT_KEYS_DIR = "/var/run/isolation/keys"
+
+log = logging.getLogger("isolation.keyring")
+
+# The environment name rule of isolation.environments.spec.NAME (and of keyset names),
+# repeated here because that package imports this module.
+_ENVIRONMENT_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?", re.ASCII)
+
+
+def check_environment_name(name: str) -> str:
+    """Return ``name`` if it is a valid environment name; never build a path from any other."""
+    if not isinstance(name, str) or not _ENVIRONMENT_NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"invalid environment name {name!r}",
+            hint="use lowercase letters, digits, '.', '_' and '-', at most 63 characters",
+        )
+    return name
 
 
 def default_keyring_path() -> Path:
@@ -67,7 +86,8 @@ class HostKeyring:
         return keyset
 
     def recipient(self, environment: str) -> Keyset:
-        target = self.path / "environments" / f"{environment}.json"
+        """The public recipient keyset of ``environment``, from ``environments/<name>.json``."""
+        target = self.path / "environments" / f"{check_environment_name(environment)}.json"
         if not target.exists():
             raise KeysetError(
                 f"no public keys for environment {environment!r} in the keyring {self.path}",
@@ -102,13 +122,23 @@ class EnvironmentKeys:
         recipient = Keyset.load(path / RECIPIENT_FILE)
         if recipient.purpose is not Purpose.RECIPIENT or not recipient.has_private:
             raise KeysetError(f"{path / RECIPIENT_FILE} is not a private recipient keyset")
+        _warn_if_exposed(path / RECIPIENT_FILE)
         signer_files = sorted(path.glob("signers*.json"))
         if not signer_files:
             raise KeysetError(f"no {SIGNERS_FILE} in {path}", hint="export the host's public signer keyset there")
         signers = tuple(Keyset.load(f) for f in signer_files)
+        seen: dict[str, tuple[bytes, Path]] = {}
         for keyset, source in zip(signers, signer_files, strict=True):
             if keyset.purpose is not Purpose.SIGNER:
                 raise KeysetError(f"{source} is not a signer keyset")
+            for key in keyset:
+                first = seen.setdefault(key.kid, (key.public, source))
+                if first[0] != key.public:
+                    raise KeysetError(
+                        f"signer key {key.kid} has different public keys in {first[1]} and {source}",
+                        hint="a key id names exactly one key: remove the wrong copy and redistribute "
+                        "the host's public signer keyset",
+                    )
         return cls(recipient, tuple(s.public() for s in signers))
 
     @staticmethod
@@ -119,3 +149,22 @@ class EnvironmentKeys:
         recipient.save(path / RECIPIENT_FILE)
         signer.public().save(path / SIGNERS_FILE)
         return path
+
+
+def _warn_if_exposed(path: Path) -> None:
+    """Log a warning if the private recipient keyset is readable beyond its owner.
+
+    Never fails: some platforms cannot give the file a stricter mode.
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "%s holds the environment's private keys but is accessible to group or others (mode %04o); "
+            "restrict it to its owner: chmod 0400 %s, or for a Kubernetes Secret volume set defaultMode: 0400",
+            path,
+            mode,
+            path,
+        )
