@@ -40,6 +40,7 @@ _SIGNATURE_DST = b"isolation/envelope/v1/signature\x00"
 _LEN = struct.Struct(">Q")
 _HEADER_LEN = struct.Struct(">H")
 _FIXED = len(PREFIX) + _HEADER_LEN.size
+_MAX_SCHEMA = 65535
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,23 @@ def hpke_info(header: bytes) -> bytes:
     return PREFIX + header
 
 
+def _check_lifetime(lifetime: int, signer: Keyset, recipient: Keyset) -> None:
+    if type(lifetime) is not int or not 0 < lifetime <= MAX_LIFETIME:
+        raise PayloadError(f"envelope lifetime must be an integer from 1 to {MAX_LIFETIME} seconds")
+    # A key may be revoked one overlap window after it stopped sealing. An envelope that
+    # lives longer than that window (plus the skew readers allow) could be refused while
+    # it is still valid, by a rotation done by the book.
+    for keyset in (signer, recipient):
+        if lifetime + DEFAULT_SKEW > keyset.overlap_seconds:
+            raise PayloadError(
+                f"envelope lifetime {lifetime} s plus {DEFAULT_SKEW} s of clock skew exceeds the overlap window "
+                f"of the {keyset.purpose.value} keyset {keyset.name!r} ({keyset.overlap_seconds} s)",
+                hint="use a shorter lifetime, or raise overlap_seconds of the signer and recipient keysets "
+                "(Keyset.with_overlap) to at least the longest lifetime + the longest pod start + "
+                f"{DEFAULT_SKEW} s; see docs/keys.md, section 5",
+            )
+
+
 def seal_bytes(
     plaintext: bytes,
     *,
@@ -75,17 +93,24 @@ def seal_bytes(
 ) -> bytes:
     """Seal raw bytes to the primary key of ``recipient``, signed by ``signer``'s primary.
 
-    ``now`` and ``envelope_id`` exist so tests and vectors can be exact.
+    ``now`` and ``envelope_id`` exist so tests and vectors can be exact. Refuses a
+    ``lifetime`` that, with the clock skew readers allow, outlasts the overlap window
+    of either keyset (see docs/keys.md).
     """
     if signer.purpose is not Purpose.SIGNER or recipient.purpose is not Purpose.RECIPIENT:
         raise KeysetError("seal needs a signer keyset and a recipient keyset, in that order")
-    if not 0 < lifetime <= MAX_LIFETIME:
-        raise PayloadError(f"envelope lifetime must be 1 to {MAX_LIFETIME} seconds")
+    _check_lifetime(lifetime, signer, recipient)
     try:
         _header.check_subject(subject)
         _header.check_audience(recipient.name)
     except ValueError as exc:
         raise PayloadError(f"cannot address the envelope: {exc}") from None
+    if envelope_id is None:
+        envelope_id = os.urandom(16)
+    elif type(envelope_id) is not bytes or len(envelope_id) != 16:
+        raise PayloadError("envelope_id must be 16 bytes")
+    if type(payload_schema) is not int or not 0 < payload_schema <= _MAX_SCHEMA:
+        raise PayloadError(f"payload schema must be an integer from 1 to {_MAX_SCHEMA}")
     sign_key = signer.primary()
     seal_key = recipient.primary()
     issued = int(time.time()) if now is None else int(now)
@@ -97,7 +122,7 @@ def seal_bytes(
         subject=subject,
         issued_at=issued,
         expires_at=issued + lifetime,
-        envelope_id=os.urandom(16) if envelope_id is None else envelope_id,
+        envelope_id=envelope_id,
         payload_schema=payload_schema,
     ).encode()
     if len(header) > _header.MAX_HEADER_BYTES:

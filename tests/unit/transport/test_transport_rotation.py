@@ -2,8 +2,9 @@
 
 A state machine rotates a host's signer keyset and an environment's recipient keyset
 (add, promote, retire, revoke, remove, with time passing), seals envelopes along the
-way with the then-primary keys and a lifetime no longer than the overlap window, and
-opens them with the keysets as distributed at that moment.
+way with the then-primary keys and any lifetime sealing allows (lifetime + clock skew
+within both overlap windows), and opens them with the keysets as distributed at that
+moment. An envelope must open until its expiry plus the skew readers allow.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from transport_support import EXAMPLES, NOW
 
-from isolation.errors import EnvelopeRejected, KeysetError, RejectReason, RotationError
+from isolation.errors import EnvelopeRejected, KeysetError, PayloadError, RejectReason, RotationError
 from isolation.transport import Keyset, KeyStatus, Subject, envelope
 
 ROLES = ("signer", "recipient")
 SUBJECT = Subject("dag", "task", "run")
+SKEW = envelope.DEFAULT_SKEW
 
 
 @dataclass
@@ -47,7 +49,7 @@ class Rotation(RuleBasedStateMachine):
         self.sealed: list[Sealed] = []
         self.forced: set[str] = set()
 
-    @initialize(signer_overlap=st.integers(1, 900), recipient_overlap=st.integers(1, 900))
+    @initialize(signer_overlap=st.integers(SKEW + 1, 900), recipient_overlap=st.integers(SKEW + 1, 900))
     def start(self, signer_overlap: int, recipient_overlap: int) -> None:
         self.keysets = {
             "signer": Keyset.generate_signer(now=self.now).with_overlap(signer_overlap),
@@ -168,8 +170,8 @@ class Rotation(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def seal(self, data: st.DataObject) -> None:
-        window = min(self._overlap(role) for role in ROLES)
-        lifetime = data.draw(st.integers(1, window) | st.just(window), label="lifetime")
+        longest = min(self._overlap(role) for role in ROLES) - SKEW
+        lifetime = data.draw(st.integers(1, longest) | st.just(longest), label="lifetime")
         signer, recipient = self.keysets["signer"], self.keysets["recipient"]
         sealed = envelope.seal_bytes(
             b"payload", signer=signer, recipient=recipient.public(), subject=SUBJECT, lifetime=lifetime, now=self.now
@@ -202,6 +204,20 @@ class Rotation(RuleBasedStateMachine):
         assert opened.plaintext == b"payload"
         return None
 
+    @rule(extra=st.integers(1, 1000))
+    def seal_beyond_the_window(self, extra: int) -> None:
+        """A lifetime that could outlive the overlap window is refused at sealing."""
+        lifetime = min(self._overlap(role) for role in ROLES) - SKEW + extra
+        with pytest.raises(PayloadError, match="overlap window"):
+            envelope.seal_bytes(
+                b"payload",
+                signer=self.keysets["signer"],
+                recipient=self.keysets["recipient"].public(),
+                subject=SUBJECT,
+                lifetime=lifetime,
+                now=self.now,
+            )
+
     @precondition(lambda self: self.sealed)
     @rule(data=st.data())
     def open_one(self, data: st.DataObject) -> None:
@@ -222,7 +238,7 @@ class Rotation(RuleBasedStateMachine):
     def nothing_valid_was_revoked_without_force(self) -> None:
         """The property rotation exists for: an envelope within its validity still opens."""
         for item in self.sealed:
-            if item.issued_at <= self.now <= item.expires_at:
+            if item.issued_at <= self.now <= item.expires_at + SKEW:
                 for role, kid in (("signer", item.signer_kid), ("recipient", item.recipient_kid)):
                     if kid not in self.forced:
                         assert kid in self.model[role], f"{role} key {kid} removed while an envelope is valid"
@@ -233,7 +249,7 @@ class Rotation(RuleBasedStateMachine):
     def teardown(self) -> None:
         for item in self.sealed[-20:]:
             if (
-                item.issued_at <= self.now <= item.expires_at
+                item.issued_at <= self.now <= item.expires_at + SKEW
                 and not {item.signer_kid, item.recipient_kid} & self.forced
             ):
                 assert self._open(item) is None
@@ -289,3 +305,46 @@ def test_a_keyset_without_primary_cannot_seal() -> None:
     with pytest.raises(KeysetError, match="no primary") as info:
         only_revoked.primary()
     assert "promote" in info.value.diagnostics()
+
+
+def test_a_lifetime_that_could_outlive_the_overlap_window_is_refused() -> None:
+    # Regression: a lifetime equal to the overlap window let a revoke done by the book
+    # (one window after the key stopped sealing) refuse an envelope within its skew.
+    signer = Keyset.generate_signer(now=NOW).with_overlap(600)
+    recipient = Keyset.generate_recipient("env", now=NOW)
+
+    def seal(lifetime: int, signer: Keyset = signer, recipient: Keyset = recipient) -> bytes:
+        return envelope.seal_bytes(
+            b"x", signer=signer, recipient=recipient.public(), subject=SUBJECT, lifetime=lifetime, now=NOW
+        )
+
+    with pytest.raises(PayloadError, match=r"overlap window of the signer keyset 'host' \(600 s\)") as info:
+        seal(600 - SKEW + 1)
+    assert "with_overlap" in info.value.diagnostics()
+    assert "docs/keys.md" in info.value.diagnostics()
+    with pytest.raises(PayloadError, match=r"overlap window of the recipient keyset 'env'"):
+        seal(600, signer=Keyset.generate_signer(now=NOW), recipient=recipient.with_overlap(600))
+
+    # The longest lifetime allowed is still valid at the last second before the old key
+    # may be revoked without force.
+    old = signer.primary().kid
+    data = seal(600 - SKEW)
+    rotated, new = signer.add(now=NOW)
+    rotated = rotated.promote(new.kid, now=NOW)
+    last_valid = NOW + (600 - SKEW) + SKEW
+    with pytest.raises(RotationError):
+        rotated.revoke(old, now=last_valid)
+    opened = envelope.open_bytes(data, signers=rotated.public(), recipient=recipient, now=last_valid)
+    assert opened.plaintext == b"x"
+    assert rotated.revoke(old, now=last_valid + 1).get(old).status is KeyStatus.REVOKED
+
+
+def test_default_lifetime_and_overlap_fit() -> None:
+    signer, recipient = Keyset.generate_signer(now=NOW), Keyset.generate_recipient("env", now=NOW)
+    assert envelope.DEFAULT_LIFETIME + SKEW <= signer.overlap_seconds == recipient.overlap_seconds
+    for lifetime in (envelope.DEFAULT_LIFETIME, signer.overlap_seconds - SKEW):
+        envelope.seal_bytes(b"x", signer=signer, recipient=recipient.public(), subject=SUBJECT, lifetime=lifetime)
+    with pytest.raises(PayloadError, match="overlap window"):
+        envelope.seal_bytes(
+            b"x", signer=signer, recipient=recipient.public(), subject=SUBJECT, lifetime=signer.overlap_seconds
+        )

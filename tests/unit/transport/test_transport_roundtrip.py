@@ -166,3 +166,30 @@ def test_seal_refuses_oversize_and_bad_addressing() -> None:
         seal_envelope(simple_payload(), signer=k.signer, recipient=k.recipient.public(), now=NOW, lifetime=0)
     with pytest.raises(PayloadError, match="cannot address"):
         envelope.seal_bytes(b"", signer=k.signer, recipient=k.recipient, subject=Subject("", "t", "r"), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("lifetime", 1.5, "lifetime"),
+        ("lifetime", True, "lifetime"),
+        ("lifetime", envelope.MAX_LIFETIME + 1, "lifetime"),
+        ("envelope_id", b"short", "envelope_id"),
+        ("envelope_id", "0123456789abcdef", "envelope_id"),
+        ("payload_schema", 0, "payload schema"),
+        ("payload_schema", 65536, "payload schema"),
+        ("payload_schema", True, "payload schema"),
+    ],
+)
+def test_seal_refuses_fields_a_reader_would_refuse(option: str, value: object, message: str) -> None:
+    k = keys()
+    with pytest.raises(PayloadError, match=message):
+        envelope.seal_bytes(
+            b"",
+            signer=k.signer,
+            recipient=k.recipient.public(),
+            subject=Subject("d", "t", "r"),
+            now=NOW,
+            **{option: value},
+        )
+

@@ -51,16 +51,20 @@ class Keys:
     recipient_pq: Keyset  # environment "env-pq", suite 2, private
 
 
+OVERLAP = envelope.MAX_LIFETIME + envelope.DEFAULT_SKEW
+"""The test keysets' overlap window: long enough to seal any lifetime the format allows."""
+
+
 @cache
 def keys() -> Keys:
-    signer = Keyset.generate_signer(now=NOW - 86400)
+    signer = Keyset.generate_signer(now=NOW - 86400).with_overlap(OVERLAP)
     return Keys(
         signer=signer,
         trusted=signer.public(),
-        untrusted=Keyset.generate_signer(now=NOW - 86400),
-        recipient=Keyset.generate_recipient("env-a", now=NOW - 86400),
-        impostor=Keyset.generate_recipient("env-a", now=NOW - 86400),
-        recipient_pq=Keyset.generate_recipient("env-pq", suite=2, now=NOW - 86400),
+        untrusted=Keyset.generate_signer(now=NOW - 86400).with_overlap(OVERLAP),
+        recipient=Keyset.generate_recipient("env-a", now=NOW - 86400).with_overlap(OVERLAP),
+        impostor=Keyset.generate_recipient("env-a", now=NOW - 86400).with_overlap(OVERLAP),
+        recipient_pq=Keyset.generate_recipient("env-pq", suite=2, now=NOW - 86400).with_overlap(OVERLAP),
     )
 
 
