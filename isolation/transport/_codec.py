@@ -26,7 +26,11 @@ EXT_CALLABLE = 4
 MAX_DEPTH = 32
 MAX_ITEMS = 100_000
 
-_CALLABLE_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+# ASCII only. Python identifiers may hold non-ASCII letters, but those allow look-alike
+# names (Cyrillic U+0430 for a Latin "a") in what a reviewer reads in logs and DAGs, and
+# "word character" means different things in different readers' regex engines.
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_CALLABLE_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*", re.ASCII)
 _TIMEDELTA = struct.Struct(">iiI")
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 

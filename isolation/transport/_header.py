@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 
 MAX_HEADER_BYTES = 1024
-_AUDIENCE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+_AUDIENCE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?", re.ASCII)
 _MAX_TEXT = 250
 _U63 = 2**63 - 1
 

@@ -29,8 +29,8 @@ MAX_KEYSET_BYTES = 1024 * 1024
 MAX_KEYS = 64
 DEFAULT_OVERLAP_SECONDS = 2 * 3600
 MAX_OVERLAP_SECONDS = 366 * 86400
-_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
-_KID = re.compile(r"[0-9a-f]{32}")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?", re.ASCII)
+_KID = re.compile(r"[0-9a-f]{32}", re.ASCII)
 
 
 class KeyStatus(str, enum.Enum):

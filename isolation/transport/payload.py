@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from isolation.transport import _codec
 
 SCHEMA_VERSION: Final = 1
-_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*([.:][A-Za-z_]\w*)")
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+# ASCII only, like callable references (see _codec).
+_IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*([.:]{_IDENTIFIER})", re.ASCII)
 
 
 class _Strict(BaseModel):

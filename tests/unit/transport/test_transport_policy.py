@@ -352,6 +352,20 @@ _BAD_PLAINTEXTS = {
     "str not utf-8": b"\xa1\xff",
     "too deep": b"\x91" * 40 + b"\xc0",
     "schema_version 2": _codec.pack({**simple_payload().to_wire(), "schema_version": 2}),
+    # Identifiers are ASCII only (a Cyrillic "o" below).
+    "non-ascii import path": _codec.pack(
+        {**_wire(), "operator": {**_wire()["operator"], "import_path": "pkg.m\u043ed.Operator"}}  # type: ignore[dict-item]
+    ),
+    "non-ascii callable": msgpack.packb(
+        {
+            **_wire(),
+            "operator": {
+                "import_path": "pkg.mod.Operator",
+                "kwargs": {"f": msgpack.ExtType(4, "pkg.m\u043ed:f".encode())},
+            },
+        },
+        use_bin_type=True,
+    ),
 }
 
 

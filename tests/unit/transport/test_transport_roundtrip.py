@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,6 +126,35 @@ def test_codec_special_values() -> None:
     assert back.utcoffset() == when.utcoffset()
     assert _codec.unpack(_codec.pack(CallableRef("pkg.mod:Class.method"))) == CallableRef("pkg.mod:Class.method")
     assert _codec.unpack(_codec.pack(dt.timedelta(days=-1, microseconds=1))) == dt.timedelta(days=-1, microseconds=1)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "pkg.m\u043ed:f",  # Cyrillic o
+        "pkg.mod:f\u0661",  # Arabic-Indic digit one: a \\w character
+        "p\u00e4ckage.mod:f",
+        "pkg.mod:\u00b5",  # micro sign
+        "pkg.mod:f\n",
+    ],
+)
+def test_callable_references_are_ascii_only(path: str) -> None:
+    with pytest.raises(PayloadError, match="invalid callable reference"):
+        CallableRef(path)
+    with pytest.raises(ValueError):
+        _codec.unpack(msgpack.packb(msgpack.ExtType(_codec.EXT_CALLABLE, path.encode())))
+    CallableRef(path.encode("ascii", "replace").decode().replace("?", "x").strip())
+
+
+def test_import_paths_are_ascii_only() -> None:
+    from pydantic import ValidationError
+
+    from isolation.transport.payload import OperatorSpec
+
+    assert OperatorSpec(import_path="pkg.mod_2.Operator").import_path == "pkg.mod_2.Operator"
+    for path in ("pkg.m\u043ed.Operator", "pkg.mod.Operator\u0661", "\u00e4.B"):
+        with pytest.raises(ValidationError):
+            OperatorSpec(import_path=path)
 
 
 def _nested(depth: int) -> list[object]:
