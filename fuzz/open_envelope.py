@@ -5,7 +5,8 @@ The first input byte says what the rest is (bit 2 picks suite 1 or 2):
 - ``0``: envelope text, to ``open_envelope``;
 - ``1``: a binary envelope, to ``envelope.open_bytes``;
 - ``2``: a plaintext, sealed correctly and then opened, so the payload codec and
-  schema are fuzzed behind a valid signature (only bad-payload or wrong-subject);
+  schema are fuzzed behind a valid signature (only bad-payload or wrong-subject). A
+  payload that opens must be canonical: encoding it again gives back the plaintext;
 - ``3``: header bytes, encrypted and signed correctly and then opened, so header
   parsing and every check after verification are fuzzed. A header that opens must
   be canonical: decoding then encoding it gives back the same bytes.
@@ -22,7 +23,7 @@ from _fuzzing import KEYS, NOW, SUBJECT, Target, run
 
 def build() -> Target:
     from isolation.errors import EnvelopeRejected, RejectReason
-    from isolation.transport import Keyset, Subject, envelope, open_envelope
+    from isolation.transport import Keyset, Subject, _codec, envelope, open_envelope
     from isolation.transport._suites import SUITES
 
     signer = Keyset.load(KEYS / "signer.json")
@@ -49,10 +50,11 @@ def build() -> Target:
             elif mode == 2:
                 sealed = envelope.seal_bytes(body, signer=signer, recipient=recipient, subject=subject, now=NOW)
                 try:
-                    open_envelope(envelope.to_text(sealed), signers=trusted, recipient=recipient, now=clock)
+                    opened = open_envelope(envelope.to_text(sealed), signers=trusted, recipient=recipient, now=clock)
                 except EnvelopeRejected as exc:
                     assert exc.reason in (RejectReason.BAD_PAYLOAD, RejectReason.WRONG_SUBJECT), exc.reason
                     raise
+                assert _codec.pack(opened.payload.to_wire()) == body, "a non-canonical payload opened"
             elif len(body) <= 0xFFFF:
                 opened = envelope.open_bytes(
                     sealed_around(body, recipient),

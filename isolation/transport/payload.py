@@ -22,7 +22,9 @@ _IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*([.:]{_IDENTIFIER})"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+    # No populate_by_name: a field with an alias (ConnectionSpec.schema_) has one name
+    # on the wire and in constructors, the alias ("schema").
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 def _codec_value(value: Any, where: str) -> Any:

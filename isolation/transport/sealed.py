@@ -85,6 +85,11 @@ def open_envelope(
     payload: Payload | None
     try:
         payload = Payload.model_validate(_codec.unpack(opened.plaintext))
+        # One encoding per payload: every schema key present, in schema order, under
+        # its wire name, with its exact type. Defaults and aliases must not let two
+        # byte strings mean the same payload.
+        if _codec.pack(payload.to_wire()) != opened.plaintext:
+            payload = None
     except (ValueError, ValidationError, PayloadError):
         payload = None
     if payload is None:

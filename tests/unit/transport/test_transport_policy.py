@@ -352,6 +352,24 @@ _BAD_PLAINTEXTS = {
     "str not utf-8": b"\xa1\xff",
     "too deep": b"\x91" * 40 + b"\xc0",
     "schema_version 2": _codec.pack({**simple_payload().to_wire(), "schema_version": 2}),
+    # One encoding per payload: each of these validated before the canonical check.
+    "schema_version true": _codec.pack({**_wire(), "schema_version": True}),
+    "omitted top-level default": _codec.pack({k: v for k, v in _wire().items() if k != "options"}),
+    "omitted nested default": _codec.pack(
+        {**_wire(), "context": {k: v for k, v in _wire()["context"].items() if k != "owner"}}  # type: ignore[attr-defined]
+    ),
+    "schema_ for schema": _codec.pack(
+        {
+            **_wire(),
+            "connections": {
+                "db": {("schema_" if k == "schema" else k): v for k, v in _wire()["connections"]["db"].items()}  # type: ignore[index]
+            },
+        }
+    ),
+    "fields reordered": _codec.pack(dict(reversed(list(_wire().items())))),
+    "nested fields reordered": _codec.pack(
+        {**_wire(), "options": dict(reversed(list(_wire()["options"].items())))}  # type: ignore[attr-defined]
+    ),
     # Identifiers are ASCII only (a Cyrillic "o" below).
     "non-ascii import path": _codec.pack(
         {**_wire(), "operator": {**_wire()["operator"], "import_path": "pkg.m\u043ed.Operator"}}  # type: ignore[dict-item]
@@ -380,6 +398,36 @@ def test_bad_payloads(name: str) -> None:
         lambda: open_envelope(envelope.to_text(data), signers=k.trusted, recipient=k.recipient, now=NOW),
         R.BAD_PAYLOAD,
     )
+
+
+def test_free_form_maps_keep_the_senders_order() -> None:
+    # Canonical means "the encoding of this payload value": the order of the schema's own
+    # keys is fixed, the order inside free-form maps is part of the value and is kept.
+    k = keys()
+    wire = _wire()
+    wire["operator"] = {"import_path": "pkg.mod.Operator", "kwargs": {"z": 1, "a": {"y": 2, "b": 3}}}
+    wire["variables"] = {"b": "1", "a": "2"}
+    plaintext = _codec.pack(wire)
+    data = envelope.seal_bytes(
+        plaintext, signer=k.signer, recipient=k.recipient.public(), subject=subject_of(simple_payload()), now=NOW
+    )
+    opened = open_envelope(envelope.to_text(data), signers=k.trusted, recipient=k.recipient, now=NOW).payload
+    assert list(opened.operator.kwargs) == ["z", "a"]
+    assert list(opened.operator.kwargs["a"]) == ["y", "b"]
+    assert list(opened.variables) == ["b", "a"]
+    assert _codec.pack(opened.to_wire()) == plaintext
+
+
+def test_connection_schema_has_one_name() -> None:
+    from pydantic import ValidationError
+
+    from isolation.transport.payload import ConnectionSpec
+
+    spec = ConnectionSpec(conn_type="postgres", schema="public")
+    assert spec.schema_ == "public"
+    assert spec.model_dump(by_alias=True)["schema"] == "public"
+    with pytest.raises(ValidationError):
+        ConnectionSpec.model_validate({"conn_type": "postgres", "schema_": "public"})
 
 
 def test_decryption_failures() -> None:
