@@ -72,11 +72,23 @@ def open_envelope(
     max_text_size: int = envelope.FILE_LIMIT,
     now: int | None = None,
     skew: int = envelope.DEFAULT_SKEW,
+    max_lifetime: int = envelope.MAX_LIFETIME,
 ) -> OpenedEnvelope:
-    """Open envelope text. Every failure is :class:`EnvelopeRejected` with a reason code."""
+    """Open envelope text. Every failure is :class:`EnvelopeRejected` with a reason code.
+
+    ``max_lifetime`` (seconds, default and maximum 7 days) lets a reader refuse
+    envelopes sealed with a longer lifetime than it is willing to honour.
+    """
     data = envelope.from_text(text, max_size=max_text_size)
     opened = envelope.open_bytes(
-        data, signers=signers, recipient=recipient, audience=audience, subject=subject, now=now, skew=skew
+        data,
+        signers=signers,
+        recipient=recipient,
+        audience=audience,
+        subject=subject,
+        now=now,
+        skew=skew,
+        max_lifetime=max_lifetime,
     )
     from pydantic import ValidationError
 

@@ -244,6 +244,19 @@ def test_lifetime_beyond_the_readers_maximum_is_refused() -> None:
     rejected(lambda: _open(_seal(lifetime=3600), max_lifetime=600), R.BAD_FORMAT)
 
 
+def test_open_envelope_takes_a_tighter_max_lifetime() -> None:
+    k = keys()
+    payload = simple_payload()
+    text = seal_envelope(payload, signer=k.signer, recipient=k.recipient.public(), now=NOW, lifetime=3600)
+
+    def at_most(seconds: int) -> Payload:
+        return open_envelope(text, signers=k.trusted, recipient=k.recipient, now=NOW, max_lifetime=seconds).payload
+
+    rejected(lambda: at_most(3599), R.BAD_FORMAT)
+    assert at_most(3600) == payload
+    assert open_envelope(text, signers=k.trusted, recipient=k.recipient, now=NOW).payload == payload
+
+
 # --------------------------------------------------------------------------- audience and subject
 
 _env_names = st.from_regex(r"\A[a-z0-9]([a-z0-9._-]{0,20}[a-z0-9])?\Z").filter(lambda n: n != "env-a")
