@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +60,28 @@ class Header:
             use_bin_type=True,
         )
         return packed
+
+
+_local = threading.local()
+
+
+def pack_fields(fields: list[Any]) -> bytes:
+    """Canonical msgpack of a header field list (the same bytes as :meth:`Header.encode`).
+
+    Reuses one ``Packer`` per thread: building one per call is a measurable share of
+    sealing a small envelope, and msgpack documents no ``Packer`` as safe to share
+    between threads.
+    """
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    try:
+        packed: bytes = packer.pack(fields)
+    except BaseException:
+        packer.reset()  # never leave a partial object in the buffer for the next call
+        raise
+    return packed
 
 
 def _text(value: Any, *, pattern: re.Pattern[str] | None = None) -> str:
@@ -122,6 +145,8 @@ def decode(data: bytes) -> Header:
         envelope_id=_bin16(fields[7]),
         payload_schema=_int(fields[8], 1, 65535),
     )
-    if header.encode() != data:
+    # Every field now has its exact type, so packing the decoded list gives the
+    # canonical form; anything else on the wire was a longer or different encoding.
+    if pack_fields(fields) != data:
         raise ValueError("header is not canonical msgpack")
     return header

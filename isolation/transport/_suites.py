@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519, mlkem, x25519
 
@@ -31,15 +32,30 @@ class Suite:
     private_length: int
     _hpke: Any
 
+    def seal(self, plaintext: bytes, public: Any, info: bytes) -> bytes:
+        """``enc || ciphertext`` for ``plaintext`` sealed to a loaded public key.
+
+        One buffer, laid out as on the wire: the envelope takes it whole.
+        """
+        sealed: bytes = self._hpke.encrypt(plaintext, public, info=info)
+        return sealed
+
+    def open(self, sealed: bytes | memoryview, private: Any, info: bytes) -> bytes:
+        """Open ``enc || ciphertext`` with a loaded private key.
+
+        Failures raise ``InvalidTag`` or ``ValueError``.
+        """
+        result: bytes = self._hpke.decrypt(sealed, private, info=info)
+        return result
+
     def encrypt(self, plaintext: bytes, public: Any, info: bytes) -> tuple[bytes, bytes]:
         """Return ``(enc, ciphertext)`` for ``plaintext`` sealed to a loaded public key."""
-        sealed: bytes = self._hpke.encrypt(plaintext, public, info=info)
+        sealed = self.seal(plaintext, public, info)
         return sealed[: self.enc_length], sealed[self.enc_length :]
 
     def decrypt(self, enc: bytes, ciphertext: bytes, private: Any, info: bytes) -> bytes:
         """Open with a loaded private key; failures raise ``InvalidTag`` or ``ValueError``."""
-        result: bytes = self._hpke.decrypt(enc + ciphertext, private, info=info)
-        return result
+        return self.open(enc + ciphertext, private, info)
 
 
 SUITES: dict[int, Suite] = {
@@ -136,9 +152,7 @@ def load_signer_public(raw: bytes) -> ed25519.Ed25519PublicKey:
     return ed25519.Ed25519PublicKey.from_public_bytes(raw)
 
 
-def verify(public: ed25519.Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
-
+def verify(public: ed25519.Ed25519PublicKey, signature: bytes | memoryview, message: bytes) -> bool:
     try:
         public.verify(signature, message)
     except InvalidSignature:

@@ -53,9 +53,43 @@ def _lp(part: bytes) -> bytes:
     return _LEN.pack(len(part)) + part
 
 
+# The constant start of every signed message: DST || LP(PREFIX).
+_SIGNED_PREFIX = _SIGNATURE_DST + _lp(PREFIX)
+
+
+def _signed_message(header: bytes, sealed: memoryview, enc_length: int) -> bytes:
+    """The signed message over ``header`` and ``sealed`` = ``enc || ciphertext``.
+
+    Length prefixes and parts go to one join as separate items, so the ciphertext
+    is copied once, into the message Ed25519 needs in one piece.
+    """
+    ciphertext_length = len(sealed) - enc_length
+    return b"".join(
+        (
+            _SIGNED_PREFIX,
+            _LEN.pack(len(header)),
+            header,
+            _LEN.pack(enc_length),
+            sealed[:enc_length],
+            _LEN.pack(ciphertext_length),
+            sealed[enc_length:],
+        )
+    )
+
+
 def signed_message(header: bytes, enc: bytes, ciphertext: bytes) -> bytes:
     """The exact bytes the Ed25519 signature covers."""
-    return b"".join((_SIGNATURE_DST, _lp(PREFIX), _lp(header), _lp(enc), _lp(ciphertext)))
+    return b"".join(
+        (
+            _SIGNED_PREFIX,
+            _LEN.pack(len(header)),
+            header,
+            _LEN.pack(len(enc)),
+            enc,
+            _LEN.pack(len(ciphertext)),
+            ciphertext,
+        )
+    )
 
 
 def hpke_info(header: bytes) -> bytes:
@@ -102,9 +136,10 @@ def seal_bytes(
     _check_lifetime(lifetime, signer, recipient)
     try:
         _header.check_subject(subject)
-        _header.check_audience(recipient.name)
     except ValueError as exc:
         raise PayloadError(f"cannot address the envelope: {exc}") from None
+    # The audience is recipient.name, which Keyset validation already holds to the
+    # header's audience rule.
     if envelope_id is None:
         envelope_id = os.urandom(16)
     elif type(envelope_id) is not bytes or len(envelope_id) != 16:
@@ -113,24 +148,29 @@ def seal_bytes(
         raise PayloadError(f"payload schema must be an integer from 1 to {_MAX_SCHEMA}")
     sign_key = signer.primary()
     seal_key = recipient.primary()
+    suite_id = seal_key.algorithm.suite
     issued = int(time.time()) if now is None else int(now)
-    header = Header(
-        suite=seal_key.algorithm.suite,
-        recipient_kid=seal_key.kid_bytes,
-        signer_kid=sign_key.kid_bytes,
-        audience=recipient.name,
-        subject=subject,
-        issued_at=issued,
-        expires_at=issued + lifetime,
-        envelope_id=envelope_id,
-        payload_schema=payload_schema,
-    ).encode()
+    # The field list of Header.encode, packed without building a Header first.
+    header = _header.pack_fields(
+        [
+            suite_id,
+            seal_key.kid_bytes,
+            sign_key.kid_bytes,
+            recipient.name,
+            [subject.dag_id, subject.task_id, subject.run_id, subject.map_index, subject.try_number],
+            issued,
+            issued + lifetime,
+            envelope_id,
+            payload_schema,
+        ]
+    )
     if len(header) > _header.MAX_HEADER_BYTES:
         raise PayloadError(f"envelope header exceeds {_header.MAX_HEADER_BYTES} bytes; shorten the ids")
-    suite = _suites.SUITES[seal_key.algorithm.suite]
-    enc, ciphertext = suite.encrypt(plaintext, seal_key.public_key(), hpke_info(header))
-    signature = sign_key.private_key().sign(signed_message(header, enc, ciphertext))
-    return b"".join((PREFIX, _HEADER_LEN.pack(len(header)), header, enc, ciphertext, signature))
+    suite = _suites.SUITES[suite_id]
+    # enc || ciphertext, already in wire order: signed through views, joined whole.
+    sealed = suite.seal(plaintext, seal_key.public_key(), PREFIX + header)
+    signature = sign_key.private_key().sign(_signed_message(header, memoryview(sealed), suite.enc_length))
+    return b"".join((PREFIX, _HEADER_LEN.pack(len(header)), header, sealed, signature))
 
 
 def _lookup(keysets: Sequence[Keyset], kid: bytes, role: Purpose) -> Key:
@@ -178,21 +218,26 @@ def open_bytes(
     """Verify, check and decrypt a binary envelope. Raises only :class:`EnvelopeRejected`.
 
     ``audience`` defaults to the recipient keyset's environment name. ``subject``,
-    when given, must equal the header's subject exactly.
+    when given, must equal the header's subject exactly. A reader may pass a smaller
+    ``skew`` or ``max_lifetime``; the spec forbids larger ones (docs/envelope.md, section 11).
     """
-    trusted = [signers] if isinstance(signers, Keyset) else list(signers)
-    if len(data) < _FIXED:
+    trusted = (signers,) if isinstance(signers, Keyset) else tuple(signers)
+    if type(data) is not bytes:
+        data = bytes(data)
+    size = len(data)
+    if size < _FIXED:
         raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
-    if data[: len(MAGIC)] != MAGIC:
+    if not data.startswith(MAGIC):
         raise EnvelopeRejected(R.BAD_FORMAT, "not an isolation envelope (bad magic)")
     if data[len(MAGIC)] != VERSION:
         raise EnvelopeRejected(R.UNSUPPORTED_VERSION, f"envelope version {data[len(MAGIC)]} is not supported")
     (header_length,) = _HEADER_LEN.unpack_from(data, len(PREFIX))
     if not 0 < header_length <= _header.MAX_HEADER_BYTES:
         raise EnvelopeRejected(R.BAD_FORMAT, "header length out of range")
-    header_bytes = data[_FIXED : _FIXED + header_length]
-    if len(header_bytes) != header_length:
+    body_start = _FIXED + header_length
+    if size < body_start:
         raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
+    header_bytes = data[_FIXED:body_start]
     try:
         header = _header.decode(header_bytes)
     except ValueError as exc:
@@ -200,17 +245,19 @@ def open_bytes(
     suite = _suites.SUITES.get(header.suite)
     if suite is None:
         raise EnvelopeRejected(R.UNSUPPORTED_VERSION, f"suite {header.suite} is not supported")
-    body = data[_FIXED + header_length :]
-    if len(body) < suite.enc_length + TAG_LENGTH + SIGNATURE_LENGTH:
+    if size - body_start < suite.enc_length + TAG_LENGTH + SIGNATURE_LENGTH:
         raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
-    enc = body[: suite.enc_length]
-    ciphertext = body[suite.enc_length : -SIGNATURE_LENGTH]
-    signature = body[-SIGNATURE_LENGTH:]
+    # Views, not copies: enc || ciphertext is contiguous on the wire and goes to HPKE as is.
+    view = memoryview(data)
+    sealed = view[body_start : size - SIGNATURE_LENGTH]
+    signature = view[size - SIGNATURE_LENGTH :]
 
     # Origin first: nothing below runs for bytes a trusted host did not sign.
     signer_key = _lookup(trusted, header.signer_kid, Purpose.SIGNER)
-    if not _suites.verify(signer_key.public_key(), signature, signed_message(header_bytes, enc, ciphertext)):
+    message = _signed_message(header_bytes, sealed, suite.enc_length)
+    if not _suites.verify(signer_key.public_key(), signature, message):
         raise EnvelopeRejected(R.BAD_SIGNATURE, "signature does not verify", key_id=signer_key.kid)
+    del message
 
     clock = int(time.time()) if now is None else int(now)
     if header.expires_at <= header.issued_at or header.expires_at - header.issued_at > max_lifetime:
@@ -227,11 +274,11 @@ def open_bytes(
     if header.payload_schema not in supported_schemas:
         raise EnvelopeRejected(R.UNSUPPORTED_VERSION, f"payload schema {header.payload_schema} is not supported")
 
-    recipient_key = _lookup([recipient], header.recipient_kid, Purpose.RECIPIENT)
+    recipient_key = _lookup((recipient,), header.recipient_kid, Purpose.RECIPIENT)
     if recipient_key.algorithm.suite != header.suite:
         raise EnvelopeRejected(R.UNKNOWN_KEY, "recipient key is for another suite", key_id=recipient_key.kid)
     try:
-        plaintext = suite.decrypt(enc, ciphertext, recipient_key.private_key(), hpke_info(header_bytes))
+        plaintext = suite.open(sealed, recipient_key.private_key(), PREFIX + header_bytes)
     except KeysetError:
         raise EnvelopeRejected(
             R.UNKNOWN_KEY, "recipient keyset has no private keys", key_id=recipient_key.kid

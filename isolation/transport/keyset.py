@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,10 @@ class Key:
     status_changed_at: int
     _loaded: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
-    @property
+    @cached_property
     def kid_bytes(self) -> bytes:
+        # Cached in the instance dict (no __setattr__, so frozen does not object):
+        # every seal and open needs it.
         return bytes.fromhex(self.kid)
 
     @property
@@ -146,9 +149,12 @@ class Keyset:
     name: str
     keys: tuple[Key, ...]
     overlap_seconds: int = DEFAULT_OVERLAP_SECONDS
+    _by_kid: dict[str, Key] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _validate(self)
+        # Key ids are unique (validated), so this is the exact-match index of find().
+        object.__setattr__(self, "_by_kid", {key.kid: key for key in self.keys})
 
     # -- construction -------------------------------------------------------------
 
@@ -172,10 +178,7 @@ class Keyset:
 
     def find(self, kid: str) -> Key | None:
         """Exact-match lookup; never a trial of several keys."""
-        for key in self.keys:
-            if key.kid == kid:
-                return key
-        return None
+        return self._by_kid.get(kid)
 
     def get(self, kid: str) -> Key:
         key = self.find(kid)

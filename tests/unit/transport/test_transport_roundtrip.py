@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import struct
 
 import msgpack
 import pytest
@@ -26,6 +27,7 @@ from isolation.errors import PayloadError
 from isolation.transport import (
     ENV_VAR_LIMIT,
     CallableRef,
+    Header,
     Subject,
     _codec,
     envelope,
@@ -223,3 +225,26 @@ def test_seal_refuses_fields_a_reader_would_refuse(option: str, value: object, m
             **{option: value},
         )
 
+
+def test_sealed_header_is_header_encode() -> None:
+    # Sealing packs the header field list directly; it must stay byte for byte what
+    # Header.encode (msgpack.packb, the spec's reference) gives.
+    k = keys()
+    subject = Subject("d\u00e4g", "t" * 40, "manual__2026-01-01T00:00:00+00:00", 2**31 - 1, 0)
+    for recipient in (k.recipient, k.recipient_pq):
+        data = envelope.seal_bytes(
+            b"x", signer=k.signer, recipient=recipient.public(), subject=subject, now=NOW, envelope_id=bytes(range(16))
+        )
+        (length,) = struct.unpack(">H", data[5:7])
+        header = Header(
+            suite=recipient.primary().algorithm.suite,
+            recipient_kid=recipient.primary().kid_bytes,
+            signer_kid=k.signer.primary().kid_bytes,
+            audience=recipient.name,
+            subject=subject,
+            issued_at=NOW,
+            expires_at=NOW + envelope.DEFAULT_LIFETIME,
+            envelope_id=bytes(range(16)),
+            payload_schema=1,
+        )
+        assert data[7 : 7 + length] == header.encode()
