@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -99,3 +100,19 @@ def test_public_keysets_hold_no_private_keys() -> None:
         keyset = Keyset.load(path)
         assert not any(key.private for key in keyset)
         assert "private" not in path.read_text(encoding="utf-8")
+
+
+def test_the_worked_example_of_the_spec_opens() -> None:
+    spec = (Path(__file__).resolve().parents[3] / "docs" / "envelope.md").read_text(encoding="utf-8")
+    example = spec[spec.index("## 18. Worked example") :]
+    recipient_json, signer_json = re.findall(r"```json\n(.*?)```", example, re.S)[:2]
+    (text,) = re.findall(r"```\n(SVNP.*?)```", example, re.S)
+    opened = open_envelope(
+        "".join(text.split()),
+        signers=Keyset.from_json(signer_json),
+        recipient=Keyset.from_json(recipient_json),
+        now=1767225600,
+    )
+    assert opened.header.subject == Subject("example", "hello", "manual__1", -1, 1)
+    assert opened.payload.operator.kwargs == {"bash_command": "echo hi"}
+    assert opened.payload.variables == {"region": "eu"}
