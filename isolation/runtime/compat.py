@@ -2,7 +2,7 @@
 
 The rest of the runtime has one code path per concept and asks this module for the
 version-specific piece. Private Airflow names used here are marked ``PRIVATE`` with
-the reason; each is exercised by the integration tests on Airflow 2.11 and 3.3.
+the reason; each is exercised by the integration tests on Airflow 2.9, 2.11, 3.0 and 3.3.
 Import this module only after the sandbox is prepared: it imports Airflow.
 """
 
@@ -29,15 +29,33 @@ def _load(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _first(*candidates: tuple[str, str]) -> Any:
+    """The first of (module, name) that imports: where a name moved between minor versions."""
+    for module, name in candidates:
+        try:
+            return _load(module, name)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
 # The Task SDK is Airflow 3's authoring API; Airflow 2 has the same names in core.
-_EXCEPTIONS = "airflow.sdk.exceptions" if AIRFLOW_V3 else "airflow.exceptions"
 DAG: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.dag", "DAG")
 BaseOperator: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.baseoperator", "BaseOperator")
-BaseHook: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.hooks.base", "BaseHook")
+# The Task SDK exports BaseHook from Airflow 3.1; 3.0 still has it only in core.
+BaseHook: Any = _first(("airflow.sdk", "BaseHook"), ("airflow.hooks.base", "BaseHook"))
 Variable: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.variable", "Variable")
-AirflowNotFoundException: Any = _load(_EXCEPTIONS, "AirflowNotFoundException")
-AirflowSkipException: Any = _load(_EXCEPTIONS, "AirflowSkipException")
-TaskDeferred: Any = _load(_EXCEPTIONS, "TaskDeferred")
+
+
+def _exception(name: str) -> Any:
+    # The task exceptions moved into the Task SDK in Airflow 3.1 (airflow.exceptions
+    # re-exports them there); Airflow 2 and 3.0 define them in airflow.exceptions only.
+    return _first(("airflow.sdk.exceptions", name), ("airflow.exceptions", name))
+
+
+AirflowNotFoundException: Any = _exception("AirflowNotFoundException")
+AirflowSkipException: Any = _exception("AirflowSkipException")
+TaskDeferred: Any = _exception("TaskDeferred")
 
 __all__ = [
     "AIRFLOW_V3",
@@ -115,16 +133,6 @@ def import_operator(import_path: str) -> Any:
             first_error = first_error or exc
     assert first_error is not None
     raise first_error
-
-
-def _first(*candidates: tuple[str, str]) -> Any:
-    """The first of (module, name) that imports: where a name moved between minor versions."""
-    for module, name in candidates:
-        try:
-            return _load(module, name)
-        except (ImportError, AttributeError):
-            continue
-    return None
 
 
 def execute_kwargs(operator: Any) -> dict[str, Any]:
@@ -282,6 +290,15 @@ class _Refuse:
         return f"<refused by isolation: {self._action}>"
 
 
+class _Supervisor(_Refuse):
+    """The Airflow 3 supervisor channel: every request is refused, a secret-mask notice is dropped."""
+
+    def send(self, msg: Any, *args: Any, **kwargs: Any) -> Any:
+        if type(msg).__name__ == "MaskSecret":
+            return None
+        _refuse(self._action.replace("{}", "send"))
+
+
 def _wrap_classmethod(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
     original = inspect.getattr_static(cls, name, None)
     if original is None:
@@ -365,9 +382,13 @@ def _guard_supervisor() -> None:
     # PRIVATE: the Task SDK talks to its supervisor through this module global; there is
     # no public way to refuse it. Setting it also makes the SDK's own code take its
     # "inside a task" paths, which then reach the refusal instead of a missing name.
+    # PRIVATE as well: Airflow's own mask_secret also sends the supervisor a MaskSecret
+    # message for each value (the supervisor writes the task log). That is a notice, not a
+    # callback, so _Supervisor drops it: the local masker is fed either way (before the
+    # notice on 3.1+, after it on 3.0, where refusing it would stop every masked lookup).
     from airflow.sdk.execution_time import task_runner
 
-    task_runner.SUPERVISOR_COMMS = _Refuse("a call to the Airflow 3 supervisor (SUPERVISOR_COMMS.{})")  # type: ignore[assignment]
+    task_runner.SUPERVISOR_COMMS = _Supervisor("a call to the Airflow 3 supervisor (SUPERVISOR_COMMS.{})")  # type: ignore[assignment]
 
 
 def _guard_internal_api() -> None:
