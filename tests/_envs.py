@@ -19,6 +19,12 @@ ENVIRONMENTS = ROOT / "environments"
 # Airflow 2 on Python 3.12, Airflow 3 on Python 3.13; the host runs Airflow 3 on 3.11.
 LEGACY = "legacy"
 MODERN = "modern"
+# The oldest supported minor of each major: Airflow 2.9 on Python 3.10, Airflow 3.0 on 3.12.
+OLDEST_2 = "airflow-2-9"
+OLDEST_3 = "airflow-3-0"
+# Every integration test runs on LATEST; a representative subset also on OLDEST.
+LATEST = (LEGACY, MODERN)
+OLDEST = (OLDEST_2, OLDEST_3)
 
 
 def cache_root() -> Path:

@@ -32,12 +32,21 @@ from tests._envs import host_keyring
 
 CODE_DIR = Path(__file__).resolve().parent / "isolated_code"
 LOGICAL = dt.datetime(2024, 3, 5, 6, 7, 8, tzinfo=dt.timezone.utc)
-BASH = {
-    "legacy": "airflow.operators.bash.BashOperator",
-    "modern": "airflow.providers.standard.operators.bash.BashOperator",
-}
+# BashOperator as a DAG author writes it on Airflow 2 (core) and on Airflow 3 (standard provider).
+BASH_V2 = "airflow.operators.bash.BashOperator"
+BASH_V3 = "airflow.providers.standard.operators.bash.BashOperator"
 PYTHON = "airflow.providers.standard.operators.python.PythonOperator"
 TIMEOUT = 180
+
+
+def airflow_major(env: LocalEnvironment) -> int:
+    assert env.airflow_version is not None, env
+    return int(env.airflow_version.split(".", 1)[0])
+
+
+def bash_path(env: LocalEnvironment, *, other_spelling: bool = False) -> str:
+    """The environment's own spelling of BashOperator (or the other major's, to test the fallback)."""
+    return BASH_V2 if (airflow_major(env) == 2) != other_spelling else BASH_V3
 
 
 def make_payload(

@@ -1,13 +1,28 @@
-"""Fixtures: the two real environments (Airflow 2.11 / Python 3.12 and Airflow 3.3 / Python 3.13)."""
+"""Fixtures: the real environments.
+
+Every test runs on the newest Airflow 2 and 3 (``legacy``: 2.11 / Python 3.12, ``modern``:
+3.3 / Python 3.13). Tests marked ``every_version`` also run on the oldest supported minor
+of each major (``airflow-2-9``: 2.9 / Python 3.10, ``airflow-3-0``: 3.0 / Python 3.12).
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from isolation.environments import LocalEnvironment
-from tests._envs import LEGACY, MODERN, get_env
+from tests._envs import LATEST, OLDEST, get_env
 
 
-@pytest.fixture(scope="session", params=[LEGACY, MODERN])
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "every_version: also runs on the oldest supported Airflow 2 and 3")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "environment" in metafunc.fixturenames:
+        names = LATEST + OLDEST if metafunc.definition.get_closest_marker("every_version") else LATEST
+        metafunc.parametrize("environment", names, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def environment(request: pytest.FixtureRequest) -> LocalEnvironment:
     return get_env(request.param)

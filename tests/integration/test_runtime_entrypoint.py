@@ -56,10 +56,10 @@ def test_sigterm_runs_on_kill_and_fails_the_task(environment: LocalEnvironment, 
     import signal
     import time
 
-    from tests.integration._runtime import BASH
+    from tests.integration._runtime import bash_path
 
     payload = make_payload(
-        BASH[environment.name],
+        bash_path(environment),
         {"bash_command": 'echo $$ > "$ISOLATION_TEST_OUT/pid"; sleep 120'},
         options={"result_path": str(tmp_path / "result.json")},
     )

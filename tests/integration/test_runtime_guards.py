@@ -17,7 +17,7 @@ from isolation.environments import LocalEnvironment
 from isolation.transport import CallableRef
 from tests.integration._runtime import PYTHON, Run, make_payload, run_many
 
-pytestmark = [pytest.mark.envs, pytest.mark.slow]
+pytestmark = [pytest.mark.envs, pytest.mark.slow, pytest.mark.every_version]
 
 GUARDS = [
     "variable_set",

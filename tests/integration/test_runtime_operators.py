@@ -1,7 +1,8 @@
-"""Real operators run by the isolated runtime in both environments.
+"""Real operators run by the isolated runtime in the real environments.
 
-One module fixture per environment runs every task of this file (two at a time);
-each test then checks one behaviour of its run.
+One module fixture per environment runs the tasks of this file (two at a time); each
+test then checks one behaviour of its run. Tests declared with ``every_version(jobs)``
+also run on the oldest supported Airflow 2 and 3, where only their jobs are run.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ import pytest
 from isolation.environments import LocalEnvironment
 from isolation.transport import CallableRef
 from isolation.transport.payload import ConnectionSpec, XComInput
-from tests.integration._runtime import BASH, LOGICAL, PYTHON, Run, make_payload, run_many
+from tests._envs import OLDEST
+from tests.integration._runtime import LOGICAL, PYTHON, Run, bash_path, make_payload, run_many
 
 pytestmark = [pytest.mark.envs, pytest.mark.slow]
 
-OTHER = {"legacy": "modern", "modern": "legacy"}
+# The jobs the every_version tests read: the only ones run on the oldest environments.
+EVERY_VERSION_JOBS: set[str] = set()
+
+
+def every_version(*jobs: str) -> pytest.MarkDecorator:
+    """Mark a test to run on every environment, reading the runs of ``jobs``."""
+    EVERY_VERSION_JOBS.update(jobs)
+    return pytest.mark.every_version
+
+
 TEMPLATE_PARTS = [
     "{{ ds }}",
     "{{ ds_nodash }}",
@@ -50,7 +61,7 @@ XCOMS = [
 ]
 
 
-def _jobs(name: str, sqlite_path: Path) -> dict[str, Any]:
+def _jobs(environment: LocalEnvironment, sqlite_path: Path) -> dict[str, Any]:
     common: dict[str, Any] = {
         "connections": {"api": API},
         "variables": VARIABLES,
@@ -58,7 +69,7 @@ def _jobs(name: str, sqlite_path: Path) -> dict[str, Any]:
         "params": {"region": "eu-west"},
         "conf": {"size": 3},
     }
-    bash = BASH[name]
+    bash = bash_path(environment)
     return {
         "templated": make_payload(
             bash,
@@ -69,7 +80,7 @@ def _jobs(name: str, sqlite_path: Path) -> dict[str, Any]:
             },
             **common,
         ),
-        "other_spelling": make_payload(BASH[OTHER[name]], {"bash_command": "echo spelled"}),
+        "other_spelling": make_payload(bash_path(environment, other_spelling=True), {"bash_command": "echo spelled"}),
         "bash_fails": make_payload(bash, {"bash_command": "echo about to fail; exit 3"}),
         "bash_skips": make_payload(bash, {"bash_command": "exit 99"}),
         "python": make_payload(
@@ -125,7 +136,9 @@ def _jobs(name: str, sqlite_path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     base = tmp_path_factory.mktemp(f"operators-{environment.name}")
-    jobs = _jobs(environment.name, base / "warehouse.db")
+    jobs = _jobs(environment, base / "warehouse.db")
+    if environment.name in OLDEST:
+        jobs = {k: p for k, p in jobs.items() if k in EVERY_VERSION_JOBS}
     return run_many({k: (environment, p) for k, p in jobs.items()}, base)
 
 
@@ -137,6 +150,7 @@ def _ok(run: Run) -> dict[str, Any]:
     return run.result
 
 
+@every_version("templated")
 def test_bash_renders_the_whole_context(runs: dict[str, Run]) -> None:
     result = _ok(runs["templated"])
     parts = result["return_value"].split("|")
@@ -174,16 +188,19 @@ def test_bash_failure_is_exit_1_with_the_reason(runs: dict[str, Run]) -> None:
     assert "about to fail" in run.stderr
 
 
+@every_version("bash_skips")
 def test_bash_exit_99_skips(runs: dict[str, Run]) -> None:
     run = runs["bash_skips"]
     assert run.code == 99, run.output
     assert run.result is not None and run.result["outcome"] == "skipped"
 
 
+@every_version("python")
 def test_python_callable_by_import_path(runs: dict[str, Run]) -> None:
     assert _ok(runs["python"])["return_value"] == 50
 
 
+@every_version("context")
 def test_context_is_typed_and_xcom_flows_both_ways(runs: dict[str, Run]) -> None:
     result = _ok(runs["context"])
     report = result["return_value"]
@@ -225,6 +242,7 @@ def test_connections_and_variables_come_from_the_envelope_only(runs: dict[str, R
     assert report["missing_var_is_key_error"] is True
 
 
+@every_version("sensor")
 def test_sensor_pokes_and_reschedule_becomes_poke(runs: dict[str, Run]) -> None:
     run = runs["sensor"]
     _ok(run)
@@ -232,6 +250,7 @@ def test_sensor_pokes_and_reschedule_becomes_poke(runs: dict[str, Run]) -> None:
     assert "sensor mode 'reschedule' converted to 'poke'" in run.stderr
 
 
+@every_version("sqlite")
 def test_operator_uses_a_connection_through_its_hook(runs: dict[str, Run], tmp_path_factory: Any) -> None:
     run = runs["sqlite"]
     result = _ok(run)
@@ -239,6 +258,7 @@ def test_operator_uses_a_connection_through_its_hook(runs: dict[str, Run], tmp_p
     assert (run.workdir.parent / "warehouse.db").exists()
 
 
+@every_version("skip")
 def test_skip_exception_is_exit_99(runs: dict[str, Run]) -> None:
     run = runs["skip"]
     assert run.code == 99, run.output
@@ -246,6 +266,7 @@ def test_skip_exception_is_exit_99(runs: dict[str, Run]) -> None:
     assert "nothing to do today" in run.result["error"]["message"]
 
 
+@every_version("deferrable", "defers")
 @pytest.mark.parametrize("job", ["deferrable", "defers"])
 def test_deferral_is_refused(runs: dict[str, Run], job: str) -> None:
     run = runs[job]

@@ -15,9 +15,9 @@ import pytest
 from isolation.environments import LocalEnvironment
 from isolation.transport import CallableRef
 from isolation.transport.payload import ConnectionSpec
-from tests.integration._runtime import BASH, PYTHON, Run, make_payload, run_many, run_runtime
+from tests.integration._runtime import PYTHON, Run, bash_path, make_payload, run_many, run_runtime
 
-pytestmark = [pytest.mark.envs, pytest.mark.slow]
+pytestmark = [pytest.mark.envs, pytest.mark.slow, pytest.mark.every_version]
 
 PASSWORD = "pw-7Hq2vK-not-for-logs"
 LOGIN = "login-Zx81-not-for-logs"
@@ -49,13 +49,13 @@ def _secret_inputs() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     base = tmp_path_factory.mktemp(f"secrets-{environment.name}")
-    bash = BASH[environment.name]
+    bash_operator = bash_path(environment)
     command = (
         DUMP_ENV
         + 'echo "pw={{ conn.db.password }} tok={{ var.value.token }} x={{ conn.db.extra_dejson.token }}"; echo done'
     )
     jobs = {
-        "bash": (environment, make_payload(bash, {"bash_command": command}, **_secret_inputs())),
+        "bash": (environment, make_payload(bash_operator, {"bash_command": command}, **_secret_inputs())),
         "python": (
             environment,
             make_payload(PYTHON, {"python_callable": CallableRef("it_tasks:leak_attempts")}, **_secret_inputs()),
@@ -67,7 +67,7 @@ def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory
         "exported": (
             environment,
             make_payload(
-                bash,
+                bash_operator,
                 {"bash_command": DUMP_ENV + "echo done"},
                 options={"export_secrets_to_env": True},
                 **_secret_inputs(),

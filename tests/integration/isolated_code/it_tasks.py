@@ -158,10 +158,13 @@ def leak_attempts() -> str:
     print("token is", token, flush=True)
     logging.getLogger("leaky").warning("extra %s login %s", conn.extra, conn.login)
     out("environ", "\n".join(f"{k}={v}" for k, v in os.environ.items()))
-    if airflow_major() >= 3:
+    try:  # Airflow 3.1+
         from airflow.sdk.log import redact  # type: ignore[attr-defined]
-    else:
-        from airflow.utils.log.secrets_masker import redact
+    except ImportError:  # Airflow 3.0, then Airflow 2
+        try:
+            from airflow.sdk.execution_time.secrets_masker import redact
+        except ImportError:
+            from airflow.utils.log.secrets_masker import redact
     # Airflow's own masker was told too (it redacts rendered fields and connection URIs).
     out("airflow_redact", json.dumps([redact(f"x {conn.password} y"), redact(f"x {token} y")]))
     return "done"
