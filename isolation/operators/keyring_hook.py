@@ -27,7 +27,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 
 from isolation.errors import ConfigurationError, KeysetError
-from isolation.keyring import HostKeyring, default_keyring_path
+from isolation.keyring import HostKeyring, check_environment_name, default_keyring_path
 from isolation.transport.keyset import Keyset, Purpose
 
 DEFAULT_CONN_ID = "isolation_default"
@@ -81,6 +81,7 @@ def _from_keyring(path: Path, environment: str) -> tuple[Keyset, Keyset]:
 
 
 def _recipient_from_keyring(keyring: HostKeyring, environment: str) -> Keyset:
+    check_environment_name(environment)  # before the name becomes part of a path
     target = keyring.path / "environments" / f"{environment}.json"
     return _cached(("recipient", environment, *_file_key(target)), lambda: keyring.recipient(environment))
 
