@@ -87,8 +87,8 @@ _REJECT_HINTS: dict[RejectReason, str] = {
     RejectReason.BAD_FORMAT: "the envelope is damaged or not an isolation envelope; reseal it",
     RejectReason.UNSUPPORTED_VERSION: "upgrade apache-airflow-providers-isolation in the environment",
     RejectReason.TOO_LARGE: "pass fewer or smaller connections, variables or arguments",
-    RejectReason.UNKNOWN_KEY: "distribute the host's current public keys to this environment "
-    "(isolationctl keys export) or check the environment name",
+    RejectReason.UNKNOWN_KEY: "put the host's current public signer keyset into this environment's keys "
+    "directory as signers.json (docs/keys.md), or check the environment name",
     RejectReason.REVOKED_KEY: "the key was revoked; reseal with the current primary key",
     RejectReason.BAD_SIGNATURE: "the envelope was altered or signed by an untrusted host",
     RejectReason.EXPIRED: "the envelope outlived its lifetime; retry the task or raise the lifetime",

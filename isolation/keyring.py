@@ -91,8 +91,8 @@ class HostKeyring:
         if not target.exists():
             raise KeysetError(
                 f"no public keys for environment {environment!r} in the keyring {self.path}",
-                hint=f"build the environment (isolationctl deploy --local {environment}) or import its "
-                "public keyset (isolationctl keys import)",
+                hint=f"build the environment (python -m isolation.environments build {environment}) or copy "
+                f"its public recipient keyset to {target}",
             )
         keyset = Keyset.load(target)
         if keyset.purpose is not Purpose.RECIPIENT or keyset.name != environment:

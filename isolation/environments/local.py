@@ -201,8 +201,7 @@ def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:
     if marker is None:
         raise ConfigurationError(
             f"local environment {name!r} is not built (looked in {root})",
-            hint=f"build it: python -m isolation.environments build {name} --source . (or isolationctl deploy "
-            f"--local {name}), or set ISOLATION_ENVS_HOME",
+            hint=f"build it: python -m isolation.environments build {name} --source . , or set ISOLATION_ENVS_HOME",
         )
     python = Path(marker.get("python", root / "venv" / "bin" / "python"))
     if not os.access(python, os.X_OK):

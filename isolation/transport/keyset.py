@@ -192,7 +192,7 @@ class Keyset:
                 return key
         raise KeysetError(
             f"the {self.purpose.value} keyset {self.name!r} has no primary key",
-            hint="promote a pending key: isolationctl keys promote",
+            hint="promote a pending key (Keyset.promote; see docs/keys.md)",
         )
 
     @property
@@ -367,7 +367,7 @@ class Keyset:
         except OSError as exc:
             raise KeysetError(
                 f"cannot read keyset {os.fspath(path)!r}: {exc.strerror}",
-                hint="check the keys directory (ISOLATION_KEYS_DIR) or run isolationctl keys init",
+                hint="check the keys directory (ISOLATION_KEYS_DIR); docs/keys.md says where each keyset lives",
             ) from None
         try:
             return cls.from_json(data)

@@ -92,7 +92,7 @@ def test_rejected_names_reason_and_hint():
     data = doc(outcome="rejected", error={"type": "EnvelopeRejected", "message": "envelope rejected (unknown-key)"})
     with pytest.raises(IsolatedTaskRejected, match="unknown-key") as info:
         _interpret(outcome(3, data), "legacy")
-    assert "distribute the host's current public keys" in info.value.diagnostics()
+    assert "public signer keyset into this environment's keys" in info.value.diagnostics()
     with pytest.raises(IsolatedTaskRejected, match="expired") as info:
         _interpret(outcome(3, None, ["error: envelope rejected (expired)"]), "legacy")
     assert "lifetime" in info.value.diagnostics()
