@@ -30,14 +30,14 @@ DEFAULT_KEYS_DIR = "/var/run/isolation/keys"
 
 log = logging.getLogger("isolation.keyring")
 
-# The environment name rule of isolation.environments.spec.NAME (and of keyset names),
-# repeated here because that package imports this module.
-_ENVIRONMENT_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?", re.ASCII)
+# The one environment name rule (also the rule of keyset names); isolation.environments
+# uses it from here.
+ENVIRONMENT_NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?", re.ASCII)
 
 
 def check_environment_name(name: str) -> str:
     """Return ``name`` if it is a valid environment name; never build a path from any other."""
-    if not isinstance(name, str) or not _ENVIRONMENT_NAME.fullmatch(name):
+    if not isinstance(name, str) or not ENVIRONMENT_NAME.fullmatch(name):
         raise ConfigurationError(
             f"invalid environment name {name!r}",
             hint="use lowercase letters, digits, '.', '_' and '-', at most 63 characters",

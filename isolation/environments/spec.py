@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isolation.errors import ConfigurationError
+from isolation.keyring import ENVIRONMENT_NAME, check_environment_name
 
-NAME = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+NAME = ENVIRONMENT_NAME
 _PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
 
 
@@ -38,13 +39,7 @@ class EnvironmentSpec:
         return digest.hexdigest()[:16]
 
 
-def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise ConfigurationError(
-            f"invalid environment name {name!r}",
-            hint="use lowercase letters, digits, '.', '_' and '-', at most 63 characters",
-        )
-    return name
+check_name = check_environment_name
 
 
 def load_spec(directory: str | Path) -> EnvironmentSpec:
