@@ -24,4 +24,13 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Isolation", "python-modules": ["isolation.operators.isolated"]},
         ],
+        "hooks": [
+            {"integration-name": "Isolation", "python-modules": ["isolation.operators.keyring_hook"]},
+        ],
+        "connection-types": [
+            {
+                "connection-type": "isolation",
+                "hook-class-name": "isolation.operators.keyring_hook.IsolationKeyringHook",
+            }
+        ],
     }

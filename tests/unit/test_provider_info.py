@@ -24,9 +24,25 @@ def test_entry_point_is_registered() -> None:
 
 
 def test_declared_modules_import() -> None:
-    for group in get_provider_info()["operators"]:
+    info = get_provider_info()
+    for group in info["operators"] + info["hooks"]:
         for module in group["python-modules"]:
             assert importlib.import_module(module)
+
+
+def test_connection_type_names_its_hook() -> None:
+    (declared,) = get_provider_info()["connection-types"]
+    module, _, name = declared["hook-class-name"].rpartition(".")
+    hook = getattr(importlib.import_module(module), name)
+    assert hook.conn_type == declared["connection-type"] == "isolation"
+
+
+def test_providers_manager_finds_the_provider() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "apache-airflow-providers-isolation" in manager.providers
+    assert "isolation" in manager.hooks
 
 
 def test_shim_reexports_the_operator() -> None:
