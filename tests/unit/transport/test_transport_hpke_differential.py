@@ -20,7 +20,7 @@ import pyhpke
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transport_support import EXAMPLES, NOW, keys, rejected, split
+from transport_support import EXAMPLES, NOW, keys, rejected, split, subjects
 
 from isolation.errors import RejectReason
 from isolation.transport import Subject, envelope
@@ -30,14 +30,7 @@ SUITE = pyhpke.CipherSuite.new(
     pyhpke.KEMId.DHKEM_X25519_HKDF_SHA256, pyhpke.KDFId.HKDF_SHA256, pyhpke.AEADId.AES256_GCM
 )
 
-_subjects = st.builds(
-    Subject,
-    st.text(min_size=1, max_size=30),
-    st.text(min_size=1, max_size=30),
-    st.text(min_size=1, max_size=30),
-    st.integers(-1, 2**31 - 1),
-    st.integers(0, 2**31 - 1),
-)
+_subjects = subjects()
 
 
 def _pyhpke_open(enc: bytes, ciphertext: bytes, info: bytes) -> bytes:

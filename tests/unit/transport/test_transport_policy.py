@@ -19,6 +19,7 @@ from transport_support import (
     simple_payload,
     split,
     subject_of,
+    subjects,
 )
 
 from isolation.errors import EnvelopeRejected, RejectReason
@@ -276,14 +277,7 @@ def test_wrong_audience(name: str) -> None:
     assert _open(data, audience=name).plaintext == b"x"
 
 
-_subjects = st.builds(
-    Subject,
-    st.text(min_size=1, max_size=30),
-    st.text(min_size=1, max_size=30),
-    st.text(min_size=1, max_size=30),
-    st.integers(-1, 2**31 - 1),
-    st.integers(0, 2**31 - 1),
-)
+_subjects = subjects()
 
 
 @settings(max_examples=EXAMPLES)

@@ -21,6 +21,7 @@ from transport_support import (
     same_payload,
     simple_payload,
     subject_of,
+    subjects,
 )
 
 from isolation.errors import PayloadError
@@ -74,14 +75,7 @@ def test_codec_round_trip_is_exact(value: object) -> None:
     assert _codec.pack(decoded) == packed
 
 
-_subjects = st.builds(
-    Subject,
-    st.text(min_size=1, max_size=30),
-    st.text(min_size=1, max_size=30),
-    st.text(min_size=1, max_size=30),
-    st.integers(-1, 2**31 - 1),
-    st.integers(0, 2**31 - 1),
-)
+_subjects = subjects()
 
 
 @settings(max_examples=EXAMPLES)

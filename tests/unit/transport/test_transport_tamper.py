@@ -25,6 +25,7 @@ from transport_support import (
     rejected,
     simple_payload,
     split,
+    subjects,
     wider_forms,
 )
 from transport_support import assemble as assemble_raw
@@ -166,14 +167,7 @@ def _other_signer() -> Keyset:
 
 
 _PARTS = ("header", "enc", "ciphertext", "signature")
-_subjects = st.builds(
-    Subject,
-    st.text(min_size=1, max_size=20),
-    st.text(min_size=1, max_size=20),
-    st.text(min_size=1, max_size=20),
-    st.integers(-1, 2**31 - 1),
-    st.integers(0, 2**31 - 1),
-)
+_subjects = subjects(20)
 
 
 @settings(max_examples=EXAMPLES)

@@ -74,6 +74,13 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]{0,11}"
 _CALLABLE = st.from_regex(rf"\A{_IDENT}(\.{_IDENT}){{0,3}}:{_IDENT}(\.{_IDENT}){{0,2}}\Z").map(CallableRef)
 _IMPORT_PATH = st.from_regex(rf"\A{_IDENT}(\.{_IDENT}){{0,3}}\.{_IDENT}\Z")
 
+
+def subjects(max_text: int = 30) -> st.SearchStrategy[Subject]:
+    """Task instances an envelope may be addressed to (the header's subject field)."""
+    text = st.text(min_size=1, max_size=max_text)
+    return st.builds(Subject, text, text, text, st.integers(-1, 2**31 - 1), st.integers(0, 2**31 - 1))
+
+
 _offsets = st.timedeltas(min_value=-dt.timedelta(hours=23, minutes=59), max_value=dt.timedelta(hours=23, minutes=59))
 _fixed_zones = st.builds(dt.timezone, _offsets.map(lambda d: dt.timedelta(minutes=d // dt.timedelta(minutes=1))))
 aware_datetimes = st.datetimes(timezones=st.one_of(st.just(dt.UTC), _fixed_zones, st.timezones()))
