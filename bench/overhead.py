@@ -101,19 +101,10 @@ def _round(dag: Any, log: Path) -> dict[str, float]:
     """One DAG run; seconds per task from Airflow's own task instance timestamps."""
     from airflow.utils.session import create_session
 
-    with open(log, "ab") as out:
-        saved = os.dup(1), os.dup(2)
-        os.dup2(out.fileno(), 1)
-        os.dup2(out.fileno(), 2)
-        try:
-            dag_run = dag.test()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    from isolation.demo import output_to
+
+    with output_to(log):
+        dag_run = dag.test()
     times = {}
     with create_session() as session:
         for ti in dag_run.get_task_instances(session=session):

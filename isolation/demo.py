@@ -65,7 +65,7 @@ def _configure(home: Path, cache: Path) -> None:
 
 
 @contextlib.contextmanager
-def _output_to(path: Path | None) -> Iterator[None]:
+def output_to(path: Path | None) -> Iterator[None]:
     """Send this process's stdout/stderr (file descriptors too) to ``path``; None keeps them."""
     if path is None:
         yield
@@ -117,7 +117,7 @@ def _run_dag(log: Path | None) -> Any:
 
     from isolation.example_dags.example_isolation import dag
 
-    with _output_to(log):
+    with output_to(log):
         Variable.set("example_greeting", "hello from an Airflow Variable")
         return dag.test()
 
