@@ -55,3 +55,10 @@ class Backend(abc.ABC):
 
     def cancel(self) -> None:  # noqa: B027 - optional hook
         """Stop the running task now; called from ``on_kill`` (a signal handler)."""
+
+    def built_versions(self, environment: str) -> tuple[str | None, str | None] | None:
+        """``(python, airflow)`` versions as this backend built ``environment``; None when unknown.
+
+        The host reports these, not what the isolated side claims about itself.
+        """
+        return None

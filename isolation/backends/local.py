@@ -88,6 +88,10 @@ class LocalBackend(Backend):
     def check(self, environment: str) -> None:
         self.locate(environment)
 
+    def built_versions(self, environment: str) -> tuple[str | None, str | None] | None:
+        env = self.locate(environment)
+        return (env.python_version or None, env.airflow_version)
+
     def run(self, environment: str, seal: Sealer, on_log: LogSink) -> RunOutcome:
         env = self.locate(environment)
         workdir = Path(tempfile.mkdtemp(prefix=f"isolation-{environment}-"))
