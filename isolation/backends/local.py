@@ -1,14 +1,19 @@
-"""The local backend: another interpreter (a virtualenv) on this machine.
+"""The local backend: another interpreter (a virtualenv) on this machine, sandboxed.
 
-Per task: a private temporary directory (the child's ``HOME``, ``TMPDIR``, working
-directory and the result file's home, always removed), then
-``<env python> -I -u -m isolation.runtime --stdin`` in a session of its own, with
+Per task: ``<env python> -I -u -m isolation.runtime --stdin`` in the sandbox of
+:mod:`isolation.backends.sandbox` (bubblewrap; unless the environment declares
+``sandbox = "none"``), in a session of its own, with
 
 - the envelope written to its standard input through a pipe, then closed;
 - a scrubbed environment built from an allow-list (no Airflow settings, no
   ``AIRFLOW_CONN_*``/``AIRFLOW_VAR_*``, no database URL, no supervisor sockets);
-- no inherited file descriptors (``close_fds``), standard output and error merged into
-  one pipe that is read line by line and forwarded live.
+- no inherited file descriptors but three: the lifeline pipe (the task ends when this
+  process dies), the result (an anonymous memory file, ``/proc/self/fd/N`` to the runtime,
+  so no result and no secret is ever on disk, whatever happens to this process) and, for
+  bubblewrap alone, the pipes of its seccomp filter and ``/etc/passwd``;
+- standard output and error merged into one pipe that is read, masked, cut into lines and
+  forwarded live, up to the environment's log limit;
+- the environment's wall-clock limit, enforced here whatever the host task's timeout.
 
 One thread does it all with a selector, so a task timeout (``SIGALRM`` in the Airflow
 task process) interrupts it, and ``finally`` ends the process tree.
@@ -27,14 +32,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from isolation.backends import _process
+from isolation.backends import _process, sandbox
 from isolation.backends.base import MAX_RESULT_BYTES, Backend, LogSink, RunOutcome, Sealer
 from isolation.environments.local import LocalEnvironment, find_local
-from isolation.errors import ConfigurationError
+from isolation.environments.settings import describe
+from isolation.errors import ConfigurationError, IsolatedTaskFailed
 
-RESULT_FILE = "result.json"
 # The runtime side: isolation.runtime.lifeline (the same name, read once and removed).
 LIFELINE_ENV = "ISOLATION_LIFELINE_FD"
 MAX_LINE = 64 * 1024
@@ -45,6 +51,10 @@ _RESERVED_PREFIXES = ("AIRFLOW", "ISOLATION_", "PYTHON", "_AIRFLOW")
 _READ_CHUNK = 65536
 # After the runtime exits, how long a straggler that still holds the pipe may keep it.
 _DRAIN_AFTER_EXIT = 1.0
+NO_SANDBOX_WARNING = (
+    'isolation: WARNING: environment {name!r} sets sandbox = "none": this task runs with the '
+    "worker's authority and can read everything the worker can (no boundary)"
+)
 
 
 class LocalBackend(Backend):
@@ -86,7 +96,10 @@ class LocalBackend(Backend):
         return find_local(environment, home=self.envs_home)
 
     def check(self, environment: str) -> None:
-        self.locate(environment)
+        env = self.locate(environment)
+        if env.settings.sandboxed:
+            # Before any secret is resolved: a machine without a working sandbox fails here.
+            sandbox.require()
 
     def built_versions(self, environment: str) -> tuple[str | None, str | None] | None:
         env = self.locate(environment)
@@ -94,35 +107,68 @@ class LocalBackend(Backend):
 
     def run(self, environment: str, seal: Sealer, on_log: LogSink) -> RunOutcome:
         env = self.locate(environment)
-        workdir = Path(tempfile.mkdtemp(prefix=f"isolation-{environment}-"))
+        on_log(f"isolation: environment {environment!r}: {describe(env.settings)}")
+        if not env.settings.sandboxed:
+            on_log(NO_SANDBOX_WARNING.format(name=environment))
+        # The result comes back in memory: nothing to clean up, nothing left on disk if we die.
+        result_fd = os.memfd_create(f"isolation-result-{environment}", os.MFD_CLOEXEC)
+        workdir: Path | None = None
         try:
-            result_path = workdir / RESULT_FILE
-            envelope = seal(str(result_path)).encode("ascii")
+            envelope = seal(f"/proc/self/fd/{result_fd}").encode("ascii")
             # The child watches the read end; only this process holds the write end, so
             # the child learns of our death even from SIGKILL (see isolation.runtime.lifeline).
             lifeline_read, lifeline_write = os.pipe()
+            launch: sandbox.Launch | None = None
             try:
-                proc = self._start(env, workdir, result_path, lifeline_read)
+                if env.settings.sandboxed:
+                    launch = self._sandboxed(env)
+                    on_log(f"isolation: {sandbox.enforcement(launch)}")
+                    command, child_env, cwd = launch.argv, self.sandbox_environment(env, result_fd), None
+                else:
+                    workdir = Path(tempfile.mkdtemp(prefix=f"isolation-{environment}-"))
+                    command = self.runtime_command(env)
+                    child_env, cwd = self.child_environment(env, workdir, result_fd), workdir
+                child_env[LIFELINE_ENV] = str(lifeline_read)
+                fds = (lifeline_read, result_fd, *(launch.pass_fds if launch else ()))
+                proc = self._start(env, command, child_env, cwd, fds)
             except BaseException:
                 os.close(lifeline_write)
+                if launch is not None:
+                    launch.finished()
                 raise
             finally:
                 os.close(lifeline_read)
+                if launch is not None:
+                    launch.started()
+            limits = env.settings.limits
             try:
-                tail = _pump(proc, envelope, on_log)
+                pumped = _pump(
+                    proc, envelope, on_log, log_limit=limits.log, deadline=time.monotonic() + limits.wall_clock
+                )
                 code = proc.wait()
             finally:
                 with self._lock:
                     self._proc = None
                 _process.terminate(proc, self.kill_grace)
                 os.close(lifeline_write)
+                if launch is not None:
+                    launch.finished()
                 for stream in (proc.stdin, proc.stdout):
                     if stream is not None:
                         with contextlib.suppress(OSError):
                             stream.close()
-            return RunOutcome(code, _read_result(result_path), tuple(tail))
+            if pumped.timed_out:
+                raise IsolatedTaskFailed(
+                    f"the isolated task in environment {environment!r} ran longer than its wall-clock limit "
+                    f"of {limits.wall_clock} s and was stopped",
+                    hint=f"raise [limits] wall_clock in environments/{environment}/isolation.toml and rebuild, "
+                    "or make the task faster",
+                )
+            return RunOutcome(code, _read_result(result_fd), tuple(pumped.tail))
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            os.close(result_fd)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
 
     def cancel(self) -> None:
         # Runs inside a signal handler (on_kill): signal now, escalate later, never block.
@@ -143,27 +189,53 @@ class LocalBackend(Backend):
 
     # -- helpers -----------------------------------------------------------------
 
-    def child_environment(self, env: LocalEnvironment, workdir: Path, result_path: Path) -> dict[str, str]:
-        """The whole environment of the isolated process: an allow-list, never a deny-list."""
+    def runtime_command(self, env: LocalEnvironment) -> list[str]:
+        return [str(env.python), "-I", "-u", "-m", "isolation.runtime", "--stdin"]
+
+    def _base_environment(self) -> dict[str, str]:
         child = {key: os.environ[key] for key in ALLOWED_ENV if key in os.environ}
         child.setdefault("LANG", "C.UTF-8")
-        child["PATH"] = os.pathsep.join([str(env.python.parent), child.get("PATH") or os.defpath])
         child.update(self.extra_env)
+        return child
+
+    def child_environment(self, env: LocalEnvironment, workdir: Path, result_fd: int) -> dict[str, str]:
+        """The whole environment of an unsandboxed runtime: an allow-list, never a deny-list."""
+        child = self._base_environment()
+        child["PATH"] = os.pathsep.join([str(env.python.parent), child.get("PATH") or os.defpath])
         child.update(
             {
                 "HOME": str(workdir),
                 "TMPDIR": str(workdir),
                 "ISOLATION_KEYS_DIR": str(env.keys_dir),
                 # Also where a runtime that cannot open the envelope reports why.
-                "ISOLATION_RESULT_PATH": str(result_path),
+                "ISOLATION_RESULT_PATH": f"/proc/self/fd/{result_fd}",
             }
         )
         return child
 
-    def _start(self, env: LocalEnvironment, workdir: Path, result_path: Path, lifeline: int) -> subprocess.Popen[bytes]:
-        command = [str(env.python), "-I", "-u", "-m", "isolation.runtime", "--stdin"]
-        child_env = self.child_environment(env, workdir, result_path)
-        child_env[LIFELINE_ENV] = str(lifeline)
+    def sandbox_environment(self, env: LocalEnvironment, result_fd: int) -> dict[str, str]:
+        """The whole environment of a sandboxed runtime (paths as the sandbox sees them)."""
+        child = sandbox.environment(self._base_environment(), env.venv, env.settings)
+        child["ISOLATION_RESULT_PATH"] = f"/proc/self/fd/{result_fd}"
+        return child
+
+    def _sandboxed(self, env: LocalEnvironment) -> sandbox.Launch:
+        return sandbox.command(
+            env.settings,
+            venv=env.venv,
+            keys_dir=env.keys_dir,
+            program=self.runtime_command(env),
+            env_name=env.name,
+        )
+
+    def _start(
+        self,
+        env: LocalEnvironment,
+        command: list[str],
+        child_env: dict[str, str],
+        cwd: Path | None,
+        fds: tuple[int, ...],
+    ) -> subprocess.Popen[bytes]:
         try:
             proc = subprocess.Popen(
                 command,
@@ -172,9 +244,9 @@ class LocalBackend(Backend):
                 stderr=subprocess.STDOUT,
                 bufsize=0,
                 close_fds=True,
-                pass_fds=(lifeline,),
+                pass_fds=fds,
                 start_new_session=True,
-                cwd=workdir,
+                cwd=cwd,
                 env=child_env,
             )
         except OSError as exc:
@@ -188,20 +260,58 @@ class LocalBackend(Backend):
         return proc
 
 
-def _pump(proc: subprocess.Popen[bytes], envelope: bytes, on_log: LogSink) -> collections.deque[str]:
+@dataclass
+class _Pumped:
+    tail: collections.deque[str]
+    timed_out: bool = False
+
+
+class _LogForwarder:
+    """Cuts output into lines and forwards them, up to ``limit`` bytes, then one notice."""
+
+    def __init__(self, on_log: LogSink, limit: int) -> None:
+        self.tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
+        self._on_log = on_log
+        self._left = limit
+        self._limit = limit
+        self._buffer = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        while (newline := self._buffer.find(b"\n")) != -1:
+            self._emit(bytes(self._buffer[: newline + 1]))
+            del self._buffer[: newline + 1]
+        if len(self._buffer) > MAX_LINE:
+            self._emit(bytes(self._buffer))
+            self._buffer.clear()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._emit(bytes(self._buffer))
+            self._buffer.clear()
+
+    def _emit(self, raw: bytes) -> None:
+        if self._left < 0:
+            return
+        self._left -= len(raw)
+        if self._left < 0:
+            line = f"isolation: the task's log reached its limit of {self._limit} bytes; the rest is dropped"
+        else:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        self.tail.append(line)
+        self._on_log(line)
+
+
+def _pump(
+    proc: subprocess.Popen[bytes], envelope: bytes, on_log: LogSink, *, log_limit: int, deadline: float
+) -> _Pumped:
     """Write the envelope, forward output lines as they come, until the runtime is done."""
     assert proc.stdin is not None and proc.stdout is not None
-    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
-
-    def emit(raw: bytes) -> None:
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        tail.append(line)
-        on_log(line)
-
+    forwarder = _LogForwarder(on_log, log_limit)
+    pumped = _Pumped(forwarder.tail)
     stdin_fd, stdout_fd = proc.stdin.fileno(), proc.stdout.fileno()
     os.set_blocking(stdin_fd, False)
     pending = memoryview(envelope)
-    buffer = bytearray()
     exited_at: float | None = None
     with selectors.DefaultSelector() as selector:
         selector.register(stdout_fd, selectors.EVENT_READ)
@@ -221,30 +331,25 @@ def _pump(proc: subprocess.Popen[bytes], envelope: bytes, on_log: LogSink) -> co
                     continue
                 chunk = os.read(stdout_fd, _READ_CHUNK)
                 if not chunk:
-                    if buffer:
-                        emit(bytes(buffer))
-                    return tail
-                buffer += chunk
-                while (newline := buffer.find(b"\n")) != -1:
-                    emit(bytes(buffer[: newline + 1]))
-                    del buffer[: newline + 1]
-                if len(buffer) > MAX_LINE:
-                    emit(bytes(buffer))
-                    buffer.clear()
+                    forwarder.flush()
+                    return pumped
+                forwarder.feed(chunk)
+            if time.monotonic() > deadline and proc.poll() is None:
+                pumped.timed_out = True
+                forwarder.flush()
+                return pumped
             if proc.poll() is not None:
                 # A process the runtime left behind may hold the pipe open; do not wait on it.
                 exited_at = exited_at or time.monotonic()
                 if time.monotonic() - exited_at > _DRAIN_AFTER_EXIT:
-                    if buffer:
-                        emit(bytes(buffer))
-                    return tail
+                    forwarder.flush()
+                    return pumped
 
 
-def _read_result(path: Path) -> bytes | None:
+def _read_result(fd: int) -> bytes | None:
+    """The result document the runtime wrote into the memory file (None: it wrote none)."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read(MAX_RESULT_BYTES + 1)
-    except FileNotFoundError:
-        return None
+        data = os.pread(fd, MAX_RESULT_BYTES + 1, 0)
     except OSError as exc:
-        raise ConfigurationError(f"cannot read the isolated task's result file ({exc.strerror})") from None
+        raise ConfigurationError(f"cannot read the isolated task's result ({exc.strerror})") from None
+    return data or None

@@ -16,9 +16,11 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from isolation.environments.settings import SandboxSettings
 from isolation.environments.spec import EnvironmentSpec, check_name
 from isolation.errors import ConfigurationError
 from isolation.keyring import EnvironmentKeys, HostKeyring
@@ -53,6 +55,12 @@ class LocalEnvironment:
     python_version: str
     airflow_version: str | None
     fingerprint: str
+    settings: SandboxSettings = field(default_factory=SandboxSettings)
+
+    @property
+    def venv(self) -> Path:
+        """The virtualenv's root: the interpreter is ``venv/bin/python``."""
+        return self.python.parent.parent
 
 
 def find_python(version: str) -> Path:
@@ -126,7 +134,7 @@ def _create_venv(interpreter: Path, venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def _read_marker(root: Path) -> dict[str, str] | None:
+def _read_marker(root: Path) -> dict[str, Any] | None:
     try:
         data = json.loads((root / MARKER).read_text())
     except (OSError, ValueError):
@@ -151,7 +159,7 @@ def build_local(
     """
     root = (home or envs_home()) / spec.name
     root.mkdir(parents=True, exist_ok=True)
-    marker = _read_marker(root) or {}
+    marker: dict[str, Any] = _read_marker(root) or {}
     python = root / "venv" / "bin" / "python"
     fingerprint = spec.fingerprint()
     if force or marker.get("fingerprint") != fingerprint or not python.exists():
@@ -171,10 +179,10 @@ def build_local(
         raise ConfigurationError(f"environment {spec.name!r} does not start: {probe.stderr.strip()[-500:]}")
     versions = json.loads(probe.stdout)
     keys_dir = _provision_keys(spec, root / "keys", keyring)
-    marker.update({"name": spec.name, "python": str(python), **versions})
+    marker.update({"name": spec.name, "python": str(python), **versions, "sandbox": spec.settings.to_dict()})
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return LocalEnvironment(
-        spec.name, root, python, keys_dir, versions["python_version"], versions["airflow"], fingerprint
+        spec.name, root, python, keys_dir, versions["python_version"], versions["airflow"], fingerprint, spec.settings
     )
 
 
@@ -209,6 +217,9 @@ def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:
             f"local environment {name!r} has no working interpreter at {python}",
             hint=f"rebuild it: python -m isolation.environments build {name} --force",
         )
+    recorded = marker.get("sandbox")
+    # Markers written before sandbox settings existed mean the defaults (sandboxed).
+    settings = SandboxSettings() if recorded is None else SandboxSettings.from_dict(recorded, str(root / MARKER))
     return LocalEnvironment(
         name,
         root,
@@ -217,4 +228,5 @@ def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:
         str(marker.get("python_version", "")),
         marker.get("airflow"),
         str(marker.get("fingerprint", "")),
+        settings,
     )

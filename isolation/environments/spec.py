@@ -6,15 +6,17 @@ environments/<name>/
   system-packages.txt  optional: Debian packages for the image (Kubernetes)
   Dockerfile           optional: image build for Kubernetes
   suite                optional: envelope suite for its keys, ``1`` (default) or ``2``
+  isolation.toml       optional: sandbox, network and limits (isolation.environments.settings)
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from isolation.environments.settings import SandboxSettings, load_settings
 from isolation.errors import ConfigurationError
 from isolation.keyring import ENVIRONMENT_NAME, check_environment_name
 
@@ -29,6 +31,8 @@ class EnvironmentSpec:
     python_version: str
     requirements: tuple[str, ...]
     suite: int = 1
+    # Not part of the fingerprint: changing them re-records, never reinstalls.
+    settings: SandboxSettings = field(default_factory=SandboxSettings)
 
     def fingerprint(self) -> str:
         """Changes whenever what the environment is built from changes."""
@@ -70,4 +74,4 @@ def load_spec(directory: str | Path) -> EnvironmentSpec:
         if text not in ("1", "2"):
             raise ConfigurationError(f"environment {name!r}: suite must be 1 or 2, not {text!r}")
         suite = int(text)
-    return EnvironmentSpec(name, path, version, tuple(requirements), suite)
+    return EnvironmentSpec(name, path, version, tuple(requirements), suite, load_settings(path))

@@ -121,6 +121,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Everything ``main`` does, returning the exit code (callable from tests)."""
     args = _parser().parse_args(argv)
     lifeline.watch()
+    from isolation.runtime import result
+
+    result.keep_from_children(args.result_path or os.environ.get(source.RESULT_PATH_VAR))
     try:
         opened = _open(args)
     except Exception as exc:

@@ -58,8 +58,38 @@ def document(
     }
 
 
+_INHERITED = "/proc/self/fd/"
+
+
+def inherited_fd(path: str | None) -> int | None:
+    """The descriptor number of a ``/proc/self/fd/N`` result path, else None."""
+    if path and path.startswith(_INHERITED) and path[len(_INHERITED) :].isdigit():
+        return int(path[len(_INHERITED) :])
+    return None
+
+
+def keep_from_children(path: str | None) -> None:
+    """The operator's child processes must not inherit the result descriptor."""
+    fd = inherited_fd(path)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, False)
+
+
 def write(path: str, doc: dict[str, Any]) -> None:
-    """Write atomically: a temporary file in the same directory, then rename."""
+    """Write atomically: a temporary file in the same directory, then rename.
+
+    ``/proc/self/fd/N`` is a memory file the host handed down (the local backend): it is
+    rewritten from the start in one write; the host reads it only after the runtime ended.
+    """
+    fd = inherited_fd(path)
+    if fd is not None:
+        data = (json.dumps(doc) + "\n").encode("utf-8")
+        os.ftruncate(fd, 0)
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], done)
+        return
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".isolation-result-", dir=directory)

@@ -1,0 +1,111 @@
+"""Per-task cgroups for the process and memory limits, where this worker may make them.
+
+``RLIMIT_NPROC`` binds an ordinary user but not root (the kernel exempts uid 0), and
+``RLIMIT_AS`` counts address space, not memory in use. So when the worker can create a
+cgroup below its own (cgroup v1 controllers writable by it, or a cgroup v2 subtree
+delegated to it with the controllers enabled), each task gets one with ``pids.max`` and a
+memory cap, and the sandbox is started inside it through ``/bin/sh`` writing its own pid
+into ``cgroup.procs`` before it ``exec``s bubblewrap: nothing of the task ever runs
+outside. Where no cgroup can be made, the runtime's rlimits are what remains, and the
+task log says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+_ROOT = Path("/sys/fs/cgroup")
+
+
+@dataclass(frozen=True)
+class TaskCgroup:
+    """The cgroup directories one task joins, and what each enforces."""
+
+    directories: tuple[Path, ...]
+    enforces: tuple[str, ...]
+
+    def launcher(self) -> list[str]:
+        """A command prefix that joins every directory, then runs the rest of the command."""
+        joins = " && ".join(f'echo $$ > "${i + 1}/cgroup.procs"' for i in range(len(self.directories)))
+        count = len(self.directories)
+        return ["/bin/sh", "-c", f'{joins} && shift {count} && exec "$@"', "isolation-cgroup"] + [
+            str(d) for d in self.directories
+        ]
+
+    def remove(self) -> None:
+        """Remove the directories (once the task's processes are gone)."""
+        for directory in self.directories:
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+
+
+def _own_paths() -> dict[str, str]:
+    """Controller (or "" for cgroup v2) -> this process's cgroup path."""
+    paths: dict[str, str] = {}
+    try:
+        text = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return paths
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def _write(path: Path, value: str) -> bool:
+    try:
+        path.write_text(value)
+    except OSError:
+        return False
+    return True
+
+
+def _make(parent: Path, settings: dict[str, str]) -> Path | None:
+    child = parent / f"isolation-{secrets.token_hex(6)}"
+    try:
+        child.mkdir()
+    except OSError:
+        return None
+    if all(_write(child / name, value) for name, value in settings.items()):
+        return child
+    with contextlib.suppress(OSError):
+        child.rmdir()
+    return None
+
+
+def create(memory: int, processes: int) -> TaskCgroup | None:
+    """A fresh cgroup (or one per v1 controller) with the limits; None when none can be made."""
+    own = _own_paths()
+    unified = _ROOT / "cgroup.controllers"
+    if unified.exists() and "" in own:
+        parent = _ROOT / own[""].lstrip("/")
+        try:
+            enabled = (parent / "cgroup.subtree_control").read_text().split()
+        except OSError:
+            return None
+        wanted = {"pids.max": str(processes)} if "pids" in enabled else {}
+        if "memory" in enabled:
+            wanted.update({"memory.max": str(memory), "memory.swap.max": "0"})
+        made = _make(parent, wanted) if wanted else None
+        if made is None:
+            return None
+        named = (("processes", "pids.max"), ("memory", "memory.max"))
+        return TaskCgroup((made,), tuple(name for name, key in named if key in wanted))
+    made_dirs: list[Path] = []
+    enforced: list[str] = []
+    for controller, limit_name, settings in (
+        ("pids", "processes", {"pids.max": str(processes)}),
+        ("memory", "memory", {"memory.limit_in_bytes": str(memory)}),
+    ):
+        if controller not in own or not (_ROOT / controller).is_dir():
+            continue
+        made = _make(_ROOT / controller / own[controller].lstrip("/"), settings)
+        if made is not None:
+            made_dirs.append(made)
+            enforced.append(limit_name)
+    return TaskCgroup(tuple(made_dirs), tuple(enforced)) if made_dirs else None

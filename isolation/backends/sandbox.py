@@ -1,0 +1,320 @@
+"""The local sandbox: every local task runs under bubblewrap (``bwrap``).
+
+The in-process guards of the runtime are the *contract* (clear errors for honest code);
+this is the *boundary* (for code that wants out). Each task gets new user, PID, mount,
+IPC, UTS and cgroup namespaces (and a network namespace of its own unless its
+environment says ``network = "host"``), no capabilities, no new privileges, no further
+user namespaces, the seccomp filter of :mod:`isolation.backends._seccomp`, a new session
+(no terminal to inject into), and death with its parent.
+
+Its filesystem holds only:
+
+=============================  ==========================================================
+``/usr`` (and ``/bin``, ...)   the system, read-only (``/lib`` & co. as on the host)
+a few ``/etc`` files           TLS roots, name resolution, time zone (no ``passwd``:
+                               one line for the task's own uid is generated)
+the base interpreter           read-only, at its own path
+the environment's virtualenv   read-only, at its own path
+``/run/isolation/keys``        this environment's keys directory, read-only
+``/tmp``                       a fresh, size-limited tmpfs: ``HOME``, ``TMPDIR``, cwd
+``/proc``, ``/dev``            the sandbox's own
+=============================  ==========================================================
+
+Nothing else of the host: no ``AIRFLOW_HOME``, no metadata database, no keyring, no
+other environment, no home directory, no host process. The result leaves through an
+inherited memory file (see :mod:`isolation.backends.local`), never a path on disk.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from isolation.backends import _cgroup, _seccomp
+from isolation.environments.settings import SandboxSettings
+from isolation.errors import ConfigurationError
+
+KEYS_DIR = "/run/isolation/keys"
+# Paths inside the sandbox's own fresh tmpfs, not the host's /tmp.
+TMP = "/tmp"  # noqa: S108
+HOME = "/tmp/home"  # noqa: S108
+WORKDIR = "/tmp/work"  # noqa: S108
+SHM = "/dev/shm"  # noqa: S108
+PATH = "/usr/local/bin:/usr/bin:/bin"
+HOSTNAME = "isolated"
+# /etc files an interpreter and ordinary network clients read; nothing that names users,
+# holds credentials or configures the host's services.
+ETC_FILES = (
+    "/etc/alternatives",
+    "/etc/ca-certificates.conf",
+    "/etc/ssl",
+    "/etc/pki",
+    "/etc/crypto-policies",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/localtime",
+    "/etc/timezone",
+    "/etc/mime.types",
+    "/etc/os-release",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/hosts",
+    "/etc/gai.conf",
+    "/etc/protocols",
+    "/etc/services",
+)
+NETWORK_ETC_FILES = ("/etc/resolv.conf",)
+# Top-level directories that are symlinks into /usr on merged-/usr systems.
+_TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap) "
+    "and make sure unprivileged user namespaces are enabled (sysctl kernel.unprivileged_userns_clone=1 "
+    "where it exists, user.max_user_namespaces > 0); or, to run an environment without a boundary, "
+    'set sandbox = "none" in environments/<name>/isolation.toml and rebuild it'
+)
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path visible in the sandbox (read-only unless ``writable``)."""
+
+    source: Path
+    target: str
+    writable: bool = False
+
+
+@dataclass
+class Launch:
+    """A sandboxed command, ready for ``subprocess.Popen``."""
+
+    argv: list[str]
+    pass_fds: tuple[int, ...]
+    # Read ends of the data pipes bubblewrap reads at start; the parent closes them after Popen.
+    parent_closes: list[int] = field(default_factory=list)
+    cgroup: _cgroup.TaskCgroup | None = None
+
+    def started(self) -> None:
+        """Call right after ``Popen``: the child has its copies now."""
+        for fd in self.parent_closes:
+            os.close(fd)
+        self.parent_closes.clear()
+
+    def finished(self) -> None:
+        """Call once the sandbox has ended."""
+        self.started()
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+@dataclass(frozen=True)
+class Status:
+    """Whether the sandbox works on this machine, and why not."""
+
+    available: bool
+    bwrap: str | None
+    version: str | None
+    detail: str
+
+
+def bwrap_path() -> str | None:
+    configured = os.environ.get("ISOLATION_BWRAP")
+    return configured if configured else shutil.which("bwrap")
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> Status:
+    """Start an empty sandbox once (cached for the process): does bubblewrap work here?"""
+    bwrap = bwrap_path()
+    if bwrap is None:
+        return Status(False, None, None, "bubblewrap (bwrap) is not installed")
+    try:
+        version = subprocess.run(
+            [bwrap, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Status(False, bwrap, None, f"{bwrap} does not run ({exc})")
+    try:
+        launch = _bwrap_argv(bwrap, SandboxSettings(), binds=(), env_name="probe", passwd=_passwd_line())
+    except ConfigurationError as exc:
+        return Status(False, bwrap, version, exc.message)
+    try:
+        done = subprocess.run(
+            [*launch.argv, "/bin/true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            pass_fds=launch.pass_fds,
+            env={"PATH": PATH},
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Status(False, bwrap, version, f"bubblewrap did not start ({exc})")
+    finally:
+        launch.finished()
+    if done.returncode != 0:
+        reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit code {done.returncode}"
+        return Status(False, bwrap, version, f"bubblewrap cannot create the sandbox here: {reason}")
+    return Status(True, bwrap, version, f"{version} works: namespaces, seccomp filter, no capabilities")
+
+
+def require() -> str:
+    """The bwrap path, or a ConfigurationError saying how to get a working sandbox."""
+    status = probe()
+    if not status.available or status.bwrap is None:
+        raise ConfigurationError(f"the local sandbox is not available: {status.detail}", hint=INSTALL_HINT)
+    return status.bwrap
+
+
+def base_prefixes(venv: Path) -> list[Path]:
+    """Where the virtualenv's base interpreter lives (its ``pyvenv.cfg`` ``home``, resolved)."""
+    found: list[Path] = []
+    try:
+        lines = (venv / "pyvenv.cfg").read_text().splitlines()
+    except OSError:
+        raise ConfigurationError(
+            f"{venv} has no pyvenv.cfg: it is not a virtualenv", hint="rebuild the environment"
+        ) from None
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key.strip() == "home" and value.strip():
+            found.append(Path(os.path.realpath(value.strip())).parent)
+    interpreter = Path(os.path.realpath(venv / "bin" / "python"))
+    found.append(interpreter.parent.parent)
+    unique: list[Path] = []
+    for path in found:
+        if not _under(path, [Path("/usr"), *unique]):
+            unique.append(path)
+    return unique
+
+
+def _under(path: Path, roots: Iterable[Path]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def _passwd_line() -> tuple[str, str]:
+    uid, gid = os.getuid(), os.getgid()
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = "isolated"
+    return (f"{user}:x:{uid}:{gid}:isolated task:{HOME}:/bin/sh\n", f"{user}:x:{gid}:\n")
+
+
+def _data_fd(data: bytes) -> int:
+    """A pipe holding ``data`` then end-of-file, for ``--ro-bind-data`` / ``--seccomp``."""
+    reader, writer = os.pipe()
+    try:
+        os.write(writer, data)  # small (< 4 KiB): fits in the pipe buffer at once
+    finally:
+        os.close(writer)
+    return reader
+
+
+def _bwrap_argv(
+    bwrap: str,
+    settings: SandboxSettings,
+    *,
+    binds: Sequence[Bind],
+    env_name: str,
+    passwd: tuple[str, str],
+) -> Launch:
+    fds: list[int] = []
+    try:
+        seccomp_fd = _data_fd(_seccomp.filter_program())
+        fds.append(seccomp_fd)
+        passwd_fd = _data_fd(passwd[0].encode())
+        fds.append(passwd_fd)
+        group_fd = _data_fd(passwd[1].encode())
+        fds.append(group_fd)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    argv = [bwrap, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup"]
+    if settings.network != "host":
+        argv.append("--unshare-net")
+    argv += ["--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    argv += ["--hostname", HOSTNAME, "--ro-bind", "/usr", "/usr"]
+    for top in _TOP_LEVEL:
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    etc = ETC_FILES + (NETWORK_ETC_FILES if settings.network == "host" else ())
+    for path in etc:
+        argv += ["--ro-bind-try", path, path]
+    argv += ["--ro-bind-data", str(passwd_fd), "/etc/passwd", "--ro-bind-data", str(group_fd), "/etc/group"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    size = str(settings.limits.tmp)
+    argv += ["--size", size, "--tmpfs", TMP, "--size", size, "--tmpfs", SHM]
+    argv += ["--dir", HOME, "--dir", WORKDIR]
+    for bind in binds:
+        argv += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
+    argv += ["--chdir", WORKDIR, "--seccomp", str(seccomp_fd), "--"]
+    return Launch(argv, tuple(fds), list(fds))
+
+
+def command(
+    settings: SandboxSettings,
+    *,
+    venv: Path,
+    keys_dir: Path,
+    program: Sequence[str],
+    env_name: str,
+    extra_binds: Sequence[Bind] = (),
+) -> Launch:
+    """The full sandboxed command line for ``program`` in the environment at ``venv``.
+
+    Joins a per-task cgroup first where this worker can make one (see
+    :mod:`isolation.backends._cgroup`).
+    """
+    bwrap = require()
+    binds = [Bind(prefix, str(prefix)) for prefix in base_prefixes(venv)]
+    real_venv = Path(os.path.realpath(venv))
+    binds.append(Bind(real_venv, str(venv)))
+    binds.append(Bind(Path(os.path.realpath(keys_dir)), KEYS_DIR))
+    binds += extra_binds
+    launch = _bwrap_argv(bwrap, settings, binds=binds, env_name=env_name, passwd=_passwd_line())
+    launch.argv += list(program)
+    limits = settings.limits
+    launch.cgroup = _cgroup.create(limits.memory, limits.processes)
+    if launch.cgroup is not None:
+        launch.argv = launch.cgroup.launcher() + launch.argv
+    return launch
+
+
+def environment(base: Mapping[str, str], venv: Path, settings: SandboxSettings) -> dict[str, str]:
+    """The sandboxed process's variables: ``base`` with the sandbox's own paths and limits."""
+    env = dict(base)
+    env.update(
+        {
+            "PATH": f"{venv / 'bin'}:{PATH}",
+            "HOME": HOME,
+            "TMPDIR": TMP,
+            "ISOLATION_KEYS_DIR": KEYS_DIR,
+            "ISOLATION_LIMIT_MEMORY": str(settings.limits.memory),
+            "ISOLATION_LIMIT_PROCESSES": str(settings.limits.processes),
+        }
+    )
+    return env
+
+
+def enforcement(launch: Launch) -> str:
+    """Which mechanism enforces the process and memory limits, for the task log."""
+    by_cgroup = set(launch.cgroup.enforces) if launch.cgroup is not None else set()
+    processes = "cgroup" if "processes" in by_cgroup else ("RLIMIT_NPROC" if os.getuid() != 0 else None)
+    memory = "cgroup and RLIMIT_AS" if "memory" in by_cgroup else "RLIMIT_AS"
+    process_text = (
+        f"processes by {processes}"
+        if processes
+        else "processes NOT limited (the worker runs as root and cannot create a cgroup)"
+    )
+    return f"memory by {memory}; {process_text}"

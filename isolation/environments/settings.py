@@ -1,0 +1,180 @@
+"""How an environment's tasks are confined: ``environments/<name>/isolation.toml``.
+
+::
+
+    sandbox = "bubblewrap"   # or "none": no boundary, every task runs with the worker's authority
+    network = "none"         # or "host": the worker's network namespace
+
+    [limits]
+    memory = "4GiB"          # address space of each process (and the cgroup, where one is usable)
+    processes = 256          # processes and threads of the task at once
+    wall_clock = "24h"       # the sandbox is stopped after this, whatever the host's timeout
+    log = "64MiB"            # task output forwarded to the host log; the rest is dropped
+    tmp = "1GiB"             # the in-memory /tmp (HOME, TMPDIR, working directory)
+
+Every key is optional; the defaults are the values above. The file is read when the
+environment is built and recorded with it, so the backend never reads a project tree at
+task time. An unknown key or value is an error, never ignored: a typo in a security
+setting must not silently fall back to something weaker or stronger than was asked.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from isolation.errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 hosts
+    import tomli as tomllib
+
+SETTINGS_FILE = "isolation.toml"
+SANDBOXES = ("bubblewrap", "none")
+NETWORKS = ("none", "host")
+
+_SIZE = re.compile(r"(\d+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+_DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-task limits; every one has a default and a minimum that still runs a task."""
+
+    memory: int = 4 * 2**30
+    processes: int = 256
+    wall_clock: int = 24 * 3600
+    log: int = 64 * 2**20
+    tmp: int = 2**30
+
+
+_MINIMUM = Limits(memory=512 * 2**20, processes=16, wall_clock=1, log=4096, tmp=2**20)
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """What ``isolation.toml`` declares (or the defaults)."""
+
+    sandbox: str = "bubblewrap"
+    network: str = "none"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def sandboxed(self) -> bool:
+        return self.sandbox != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> SandboxSettings:
+        """Rebuild from :meth:`to_dict` (an environment's marker); strict."""
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{where}: sandbox settings are missing", hint="rebuild the environment")
+        limits = data.get("limits") or {}
+        try:
+            return cls(str(data["sandbox"]), str(data["network"]), Limits(**{k: int(v) for k, v in limits.items()}))
+        except (KeyError, TypeError, ValueError):
+            raise ConfigurationError(
+                f"{where}: sandbox settings are malformed", hint="rebuild the environment"
+            ) from None
+
+
+def _size(value: Any, key: str, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigurationError(f'{where}: limits.{key} must be a size like "4GiB" or a number of bytes')
+    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+
+
+def _duration(value: Any, key: str, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigurationError(f'{where}: limits.{key} must be a duration like "90m", "24h" or seconds')
+    return int(match.group(1)) * _SECONDS[match.group(2) or ""]
+
+
+def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...], where: str) -> str:
+    value = data.get(key, allowed[0])
+    if value not in allowed:
+        shown = " or ".join(f'"{a}"' for a in allowed)
+        raise ConfigurationError(f"{where}: {key} must be {shown}, not {value!r}")
+    return str(value)
+
+
+def parse_settings(text: str, where: str) -> SandboxSettings:
+    """Parse the text of ``isolation.toml``; ``where`` names the file in errors."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{where} is not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - {"sandbox", "network", "limits"})
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown setting(s) {', '.join(unknown)}", hint=f"see {__name__} docs")
+    raw = data.get("limits", {})
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{where}: [limits] must be a table")
+    known = Limits.__dataclass_fields__
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown limit(s) {', '.join(unknown)}", hint=f"known limits: {', '.join(known)}"
+        )
+    values: dict[str, int] = {}
+    for key, value in raw.items():
+        parse = _duration if key == "wall_clock" else _size if key != "processes" else None
+        if parse is None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigurationError(f"{where}: limits.processes must be a whole number")
+            values[key] = value
+        else:
+            values[key] = parse(value, key, where)
+        minimum = getattr(_MINIMUM, key)
+        if values[key] < minimum:
+            raise ConfigurationError(f"{where}: limits.{key} = {value!r} is below the minimum of {minimum}")
+    return SandboxSettings(
+        sandbox=_choice(data, "sandbox", SANDBOXES, where),
+        network=_choice(data, "network", NETWORKS, where),
+        limits=Limits(**values),
+    )
+
+
+def load_settings(directory: Path) -> SandboxSettings:
+    """The settings of the environment in ``directory`` (defaults when it has no file)."""
+    path = directory / SETTINGS_FILE
+    if not path.is_file():
+        return SandboxSettings()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc}") from None
+    return parse_settings(text, str(path))
+
+
+def describe(settings: SandboxSettings) -> str:
+    """One line for every task log: how this task is confined."""
+    if not settings.sandboxed:
+        return "sandbox: none (the task runs with the worker's authority); network: host"
+    lim = settings.limits
+    return (
+        f"sandbox: bubblewrap; network: {settings.network}; limits: memory {_human(lim.memory)}, "
+        f"{lim.processes} processes, wall clock {lim.wall_clock}s, log {_human(lim.log)}, tmp {_human(lim.tmp)}"
+    )
+
+
+def _human(size: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor and size % factor == 0:
+            return f"{size // factor} {unit}"
+    return f"{size} B"
