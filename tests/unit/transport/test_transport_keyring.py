@@ -1,9 +1,10 @@
-"""Keyrings on disk: the host's keyring and an environment's keys directory."""
+"""Keyrings on disk: the host's keyring and an environment's keys directory.
+
+The refusals of an unsafe keys directory are in ``test_transport_keys_dir.py``.
+"""
 
 from __future__ import annotations
 
-import logging
-import os
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,9 @@ from isolation.transport import keyset as keyset_module
 SUBJECT = Subject("dag", "task", "run")
 
 
-def _keys_dir(tmp_path: Path, *, mode: int = 0o600) -> Path:
+def _keys_dir(tmp_path: Path) -> Path:
     k = keys()
-    directory = EnvironmentKeys.provision(tmp_path / "keys", k.recipient, k.signer)
-    os.chmod(directory / "recipient.json", mode)
-    return directory
+    return EnvironmentKeys.provision(tmp_path / "keys", k.recipient, k.signer)
 
 
 def _seal() -> bytes:
@@ -84,48 +83,6 @@ def test_the_same_key_in_two_files_is_fine(tmp_path: Path) -> None:
     directory = _keys_dir(tmp_path)
     keys().trusted.save(directory / "signers-copy.json")
     assert len(EnvironmentKeys.load(directory).signers) == 2
-
-
-# --------------------------------------------------------------------------- recipient.json mode
-
-
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
-def test_a_private_keyset_readable_by_others_is_reported(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int
-) -> None:
-    directory = _keys_dir(tmp_path, mode=mode)
-    with caplog.at_level(logging.WARNING, logger="isolation.keyring"):
-        EnvironmentKeys.load(directory)
-    (record,) = [r for r in caplog.records if r.name == "isolation.keyring"]
-    assert record.levelno == logging.WARNING
-    message = record.getMessage()
-    assert str(directory / "recipient.json") in message
-    assert f"{mode:04o}" in message
-    assert "defaultMode: 0400" in message
-    assert "chmod 0400" in message
-
-
-@pytest.mark.parametrize("mode", [0o600, 0o400])
-def test_a_private_keyset_for_its_owner_only_is_not_reported(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int
-) -> None:
-    directory = _keys_dir(tmp_path, mode=mode)
-    with caplog.at_level(logging.DEBUG, logger="isolation.keyring"):
-        EnvironmentKeys.load(directory)
-    assert [r for r in caplog.records if r.name == "isolation.keyring"] == []
-
-
-def test_the_mode_is_read_through_a_secret_volume_symlink(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # Kubernetes mounts Secret keys as symlinks into a ..data directory.
-    directory = _keys_dir(tmp_path)
-    data = directory / "..data"
-    data.mkdir()
-    (directory / "recipient.json").rename(data / "recipient.json")
-    os.chmod(data / "recipient.json", 0o644)
-    (directory / "recipient.json").symlink_to(Path("..data") / "recipient.json")
-    with caplog.at_level(logging.WARNING, logger="isolation.keyring"):
-        EnvironmentKeys.load(directory)
-    assert any("0644" in r.getMessage() for r in caplog.records if r.name == "isolation.keyring")
 
 
 # --------------------------------------------------------------------------- host keyring
