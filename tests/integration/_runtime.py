@@ -1,9 +1,12 @@
 """Helpers to seal a task and run the isolated runtime in a real environment.
 
-The runtime runs as the local backend would run it: the environment's interpreter,
+The runtime runs as the local backend would run it: in the environment's sandbox
+(bubblewrap, :mod:`isolation.backends.sandbox`), the environment's interpreter,
 ``-m isolation.runtime --stdin``, the envelope on standard input, a scrubbed
 environment (no variable of this test process leaks in), the keys directory from
-``ISOLATION_KEYS_DIR`` and a result path chosen through the payload.
+``ISOLATION_KEYS_DIR`` and a result path chosen through the payload. Two more paths
+are visible in the sandbox, for the tests alone: the isolated test code (read-only)
+and the run's own work directory (writable: results, files the code writes).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isolation.backends import sandbox
 from isolation.environments import LocalEnvironment
 from isolation.transport import seal_envelope
 from isolation.transport.payload import (
@@ -162,15 +166,20 @@ def run_runtime(
             stdin, args = None, []
     data = stdin.encode() if isinstance(stdin, str) else stdin
     cmd = [str(env.python), "-m", "isolation.runtime", *(args if args is not None else ["--stdin"])]
-    done = subprocess.run(
-        cmd,
-        input=data if data is not None else b"",
-        capture_output=True,
-        cwd=workdir,
-        env=scrubbed_env(env, workdir, extra_env),
-        timeout=TIMEOUT,
-        check=False,
-    )
+    launch = sandboxed(env, workdir, cmd)
+    child_env = scrubbed_env(env, workdir, {"ISOLATION_KEYS_DIR": sandbox.KEYS_DIR, **(extra_env or {})})
+    try:
+        done = subprocess.run(
+            launch.argv,
+            input=data if data is not None else b"",
+            capture_output=True,
+            env=child_env,
+            timeout=TIMEOUT,
+            check=False,
+            pass_fds=launch.pass_fds,
+        )
+    finally:
+        launch.finished()
     result = json.loads(result_file.read_text()) if result_file.exists() else None
     out_dir = workdir / "out"
     files = {p.name: p.read_text(errors="replace") for p in out_dir.iterdir() if p.is_file()}
@@ -181,6 +190,18 @@ def run_runtime(
         result,
         workdir,
         files,
+    )
+
+
+def sandboxed(env: LocalEnvironment, workdir: Path, cmd: list[str]) -> sandbox.Launch:
+    """``cmd`` in the environment's sandbox, with the test code and ``workdir`` visible."""
+    return sandbox.command(
+        env.settings,
+        venv=env.venv,
+        keys_dir=env.keys_dir,
+        program=cmd,
+        env_name=env.name,
+        extra_binds=[sandbox.Bind(workdir, str(workdir), writable=True), sandbox.Bind(CODE_DIR, str(CODE_DIR))],
     )
 
 

@@ -136,7 +136,8 @@ def _jobs(environment: LocalEnvironment, sqlite_path: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     base = tmp_path_factory.mktemp(f"operators-{environment.name}")
-    jobs = _jobs(environment, base / "warehouse.db")
+    # In the sqlite run's own work directory: the one host path its sandbox can write.
+    jobs = _jobs(environment, base / "sqlite" / "warehouse.db")
     if environment.name in OLDEST:
         jobs = {k: p for k, p in jobs.items() if k in EVERY_VERSION_JOBS}
     return run_many({k: (environment, p) for k, p in jobs.items()}, base)
@@ -255,7 +256,7 @@ def test_operator_uses_a_connection_through_its_hook(runs: dict[str, Run], tmp_p
     run = runs["sqlite"]
     result = _ok(run)
     assert result["return_value"][-1] == [[8], [10]]
-    assert (run.workdir.parent / "warehouse.db").exists()
+    assert (run.workdir / "warehouse.db").exists()
 
 
 @every_version("skip")
