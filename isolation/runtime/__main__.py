@@ -109,6 +109,12 @@ def _write_result(path: str | None, doc: dict[str, Any]) -> None:
 
 
 def _open(args: argparse.Namespace) -> OpenedEnvelope:
+    from isolation.runtime import hardening
+
+    # Before any secret is in memory: no core file, no ptrace or /proc/<pid>/mem by the
+    # worker's other processes, and the host's limits, which nothing later can raise.
+    hardening.harden_process()
+    hardening.apply_limits(*hardening.limits_from_environ(os.environ))
     text = source.read_envelope(use_stdin=args.stdin, envelope_file=args.envelope_file)
     keys = source.load_keys(args.keys_dir)
     PHASES.mark("read")
@@ -144,8 +150,10 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
     from isolation.runtime import result, sandbox, secrets
 
     payload = opened.payload
-    # Secrets are known to the redactor before anything can print them.
+    # Secrets are known to the redactor before anything can print them; from here on
+    # fds 1 and 2 (children's too) pass through it.
     logs.REDACT.add(secrets.secret_values(payload))
+    logs.mask_descriptors(logs.REDACT)
     stream = logs.redirect_std_streams()
     logs.route_logging(stream, payload.options.log_level)
     path = source.result_path(payload.options.result_path, args.result_path, opened=True)
@@ -219,6 +227,8 @@ def _exit_now(code: int) -> None:
                 stream.flush()
         except (OSError, ValueError):
             continue
+    # os._exit skips every flush: the masker thread must write out what it holds first.
+    logs.release_descriptors()
     sandbox.cleanup()
     os._exit(code)
 
