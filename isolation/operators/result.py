@@ -3,14 +3,27 @@
 The isolated environment is trusted for nothing (see the design's trust table): the
 document is size-limited, parsed strictly, and must agree with the exit code. Error
 messages about a bad document never quote it.
+
+Two rules keep a result from reaching further than the task's own data:
+
+- **Finite numbers only.** JSON has no NaN or infinity; the literals are not JSON, and a
+  number too large for a float (``1e999``) is refused too, naming the return value or the
+  XCom key that holds it.
+- **Reserved XCom keys** (:func:`reserved_xcom_key`): the host's own namespace, every key
+  starting with ``isolation_`` (``isolation_environment`` is the host's report of where
+  the task ran), and the keys Airflow itself reads: ``return_value`` (the return value
+  travels in ``return_value``), ``skipmixin_key`` (the scheduler skips downstream tasks by
+  it), ``past_depends_met`` and the ``_link_`` prefix of operator extra links. Compared
+  without case and surrounding whitespace, as some XCom databases compare keys.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from isolation.backends.base import MAX_RESULT_BYTES
 from isolation.errors import IsolatedTaskFailed
@@ -18,6 +31,17 @@ from isolation.errors import IsolatedTaskFailed
 RESULT_FORMAT = "isolation-result/v1"
 MAX_XCOMS = 1000
 MAX_DEPTH = 64
+
+RESERVED_XCOM_PREFIX = "isolation_"
+"""XCom keys the host reserves for itself; a result may not push any key starting so."""
+# Keys Airflow reads for its own decisions: XCOM_RETURN_KEY, SkipMixin's XCOM_SKIPMIXIN_KEY,
+# the depends_on_past skip marker, and the prefix of BaseOperatorLink.xcom_key.
+_AIRFLOW_XCOM_KEYS = {
+    "return_value": "the return value travels in return_value",
+    "skipmixin_key": "Airflow skips downstream tasks by it",
+    "past_depends_met": "Airflow's depends_on_past check reads it",
+}
+_AIRFLOW_XCOM_PREFIXES = {"_link_": "Airflow stores operator extra links under it"}
 
 EXIT_SUCCESS = 0
 EXIT_FAILED = 1
@@ -45,22 +69,19 @@ class ResultError(_Model):
     message: str = Field(max_length=64 * 1024)
 
 
+# A version is shown in the host's log: no spaces, quotes or control characters.
+_VERSION = r"^[0-9A-Za-z.+!_-]{1,64}$"
+
+
 class ResultEnvironment(_Model):
-    python: str | None = Field(default=None, max_length=64)
-    airflow: str | None = Field(default=None, max_length=64)
+    python: str | None = Field(default=None, pattern=_VERSION)
+    airflow: str | None = Field(default=None, pattern=_VERSION)
     name: str | None = Field(default=None, max_length=63)
 
 
 class ResultXCom(_Model):
     key: str = Field(min_length=1, max_length=512)
     value: Any = None
-
-    @field_validator("key")
-    @classmethod
-    def _not_return_value(cls, key: str) -> str:
-        if key == "return_value":
-            raise ValueError("the return value travels in return_value, not as an XCom")
-        return key
 
 
 class IsolationResult(_Model):
@@ -88,6 +109,39 @@ def _depth(value: Any, limit: int) -> bool:
     return True
 
 
+def _finite(value: Any) -> bool:
+    """Whether no float in ``value`` is infinite or NaN (JSON is already parsed)."""
+    stack = [value]
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, float):
+            if not math.isfinite(obj):
+                return False
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif isinstance(obj, list):
+            stack.extend(obj)
+    return True
+
+
+def reserved_xcom_key(key: str) -> str | None:
+    """Why a result may not push the XCom ``key``; None when it may."""
+    folded = key.strip().lower()
+    if folded.startswith(RESERVED_XCOM_PREFIX):
+        return f"keys starting with {RESERVED_XCOM_PREFIX!r} are the host's own"
+    if folded in _AIRFLOW_XCOM_KEYS:
+        return _AIRFLOW_XCOM_KEYS[folded]
+    for prefix, why in _AIRFLOW_XCOM_PREFIXES.items():
+        if folded.startswith(prefix):
+            return why
+    return None
+
+
+def _key(key: str) -> str:
+    # The key is the environment's text: shown so the author finds the push, but bounded.
+    return repr(key if len(key) <= 80 else key[:80] + "...")
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError("non-finite number")
 
@@ -112,4 +166,17 @@ def parse_result(data: bytes, *, environment: str) -> IsolationResult:
         raise IsolatedTaskFailed(f"{where} is malformed (fields: {', '.join(fields)[:300]})", hint=hint) from None
     if result.environment.name not in (None, environment):
         raise IsolatedTaskFailed(f"{where} claims to come from environment {result.environment.name!r}")
+    finite = "JSON has no infinity or NaN: return finite numbers, or None or a string in their place"
+    if not _finite(result.return_value):
+        raise IsolatedTaskFailed(f"{where} has a non-finite number in its return value", hint=finite)
+    for xcom in result.xcoms:
+        why = reserved_xcom_key(xcom.key)
+        if why is not None:
+            raise IsolatedTaskFailed(
+                f"{where} pushes the reserved XCom key {_key(xcom.key)} ({why})",
+                hint="push the value under another key; keys starting with 'isolation_' and Airflow's own "
+                "keys are refused",
+            )
+        if not _finite(xcom.value):
+            raise IsolatedTaskFailed(f"{where} has a non-finite number in XCom {_key(xcom.key)}", hint=finite)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
@@ -44,9 +45,11 @@ def test_valid_document():
         (doc(format="isolation-result/v2"), "fields: format"),
         (doc(outcome="exploded"), "fields: outcome"),
         (doc(extra_field=SECRET), "fields: extra_field"),
-        (doc(xcoms=[{"key": "return_value", "value": SECRET}]), "fields: xcoms.0.key"),
+        (doc(xcoms=[{"key": "return_value", "value": SECRET}]), "reserved XCom key 'return_value'"),
         (doc(xcoms=[{"key": "", "value": 1}]), "fields: xcoms.0.key"),
         (doc(error={"type": "X"}), "fields: error.message"),
+        (doc(environment={"python": "3.12.1\nfake log line"}), "fields: environment.python"),
+        (doc(environment={"airflow": "3.3.2 (patched)"}), "fields: environment.airflow"),
         (doc(environment={"name": "other"}), "claims to come from environment 'other'"),
         (doc(return_value=json.loads("[" * 100 + "]" * 100)), "nests deeper"),
         (b" " * (16 * 1024 * 1024 + 1), "larger than"),
@@ -56,6 +59,72 @@ def test_bad_documents_fail_without_quoting_them(data, message):
     with pytest.raises(IsolatedTaskFailed, match=message) as info:
         parse_result(data, environment="legacy")
     assert SECRET not in info.value.diagnostics()
+
+
+def raw(return_value="null", xcoms="[]"):
+    """A document with literal number text in it (json.dumps never writes 1e999)."""
+    text = (
+        f'{{"format": "isolation-result/v1", "outcome": "success", "return_value": {return_value}, "xcoms": {xcoms}}}'
+    )
+    return text.encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (raw(return_value="1e999"), "non-finite number in its return value"),
+        (raw(return_value="-1e999"), "non-finite number in its return value"),
+        (raw(return_value='{"a": [1, {"b": [2.5, -1e999]}]}'), "non-finite number in its return value"),
+        (raw(xcoms='[{"key": "ok", "value": 1.5}, {"key": "big", "value": 1e999}]'), "non-finite number in XCom 'big'"),
+        (raw(xcoms='[{"key": "neg", "value": -1e999}]'), "non-finite number in XCom 'neg'"),
+        (raw(xcoms='[{"key": "deep", "value": {"x": [[-1E400]]}}]'), "non-finite number in XCom 'deep'"),
+    ],
+)
+def test_overflowing_numbers_are_refused_naming_where(data, message):
+    with pytest.raises(IsolatedTaskFailed, match=message) as info:
+        parse_result(data, environment="legacy")
+    text = info.value.diagnostics().lower()
+    assert "e999" not in text and "e400" not in text and "inf" not in text.replace("infinity", "")
+
+
+def test_finite_numbers_pass():
+    result = parse_result(raw(return_value="[1e308, -2.5e-999, 0.0]"), environment="legacy")
+    assert result.return_value == [1e308, -0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "isolation_environment",
+        "isolation_anything_new",
+        "ISOLATION_Environment",
+        " isolation_environment ",
+        "return_value",
+        "Return_Value",
+        "skipmixin_key",
+        "past_depends_met",
+        "_link_ExternalLink",
+    ],
+)
+def test_reserved_xcom_keys_are_refused_naming_the_key(key):
+    data = doc(xcoms=[{"key": "fine", "value": 1}, {"key": key, "value": SECRET}])
+    with pytest.raises(IsolatedTaskFailed, match=f"reserved XCom key {re.escape(repr(key))}") as info:
+        parse_result(data, environment="legacy")
+    assert SECRET not in info.value.diagnostics()
+    assert "isolation_" in info.value.diagnostics()
+
+
+def test_keys_outside_the_reserved_ones_pass():
+    keys = ["isolation", "isolationist", "my_isolation_key", "return_values", "link_", "skipmixin"]
+    result = parse_result(doc(xcoms=[{"key": key, "value": 1} for key in keys]), environment="legacy")
+    assert [x.key for x in result.xcoms] == keys
+
+
+def test_long_reserved_key_is_shown_shortened():
+    key = "isolation_" + "x" * 500
+    with pytest.raises(IsolatedTaskFailed) as info:
+        parse_result(doc(xcoms=[{"key": key, "value": 1}]), environment="legacy")
+    assert key not in str(info.value) and "isolation_xxx" in str(info.value)
 
 
 def outcome(code, result=None, tail=()):
