@@ -5,12 +5,13 @@ Where things happen (see docs/howto-local.md for the DAG author's view):
 - **DAG parse (host):** ``__init__`` only stores arguments. The wrapped operator is an
   import path and is never imported on the host; nothing is looked up.
 - **Execute (host):** ``environment`` (the one templated field of this operator) is
-  rendered; ``XComArg`` values in the wrapped arguments (``upstream.output``) are resolved
-  to their values; connections, variables and XCom inputs (allow-lists plus what
-  :mod:`isolation.operators.discovery` finds) are resolved through Airflow's own lookups,
-  so every secrets backend works; everything is sealed for the environment and handed to
-  the backend. The isolated task's log lines stream into this task's log through the
-  host's masker; its result becomes XComs and the task's outcome.
+  rendered and checked against ``allowed_environments``; ``XComArg`` values in the
+  wrapped arguments (``upstream.output``) are resolved to their values; connections,
+  variables and XCom inputs (allow-lists plus what :mod:`isolation.operators.discovery`
+  finds) are resolved through Airflow's own lookups, so every secrets backend works;
+  everything is sealed for the environment and handed to the backend. The isolated
+  task's log lines stream into this task's log through the host's masker; its result
+  becomes XComs and the task's outcome.
 - **Isolation:** the runtime renders the wrapped operator's own ``template_fields`` with a
   context rebuilt from the envelope (``ds``, ``params``, ``var``, ``conn``, ``ti.xcom_pull``
   served from the XCom inputs), then executes it.
@@ -56,7 +57,21 @@ _OPERATOR_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*")
 # Arguments of BaseOperator belong to the IsolatedOperator (pool, retries, callbacks, ...).
 _BASE_ARGS = frozenset(inspect.signature(BaseOperator.__init__).parameters) - {"self", "kwargs"}
 ENVIRONMENT_XCOM = "isolation_environment"
-"""XCom key the host pushes after a successful run: environment name, backend, Python and Airflow versions."""
+"""XCom key the host pushes after a successful run: where the task ran.
+
+Its value::
+
+    {"name": "legacy", "backend": "local", "python": "3.12.1", "airflow": "2.11.2",
+     "reported": {"python": "3.12.1", "airflow": "2.11.2"}}
+
+``python`` and ``airflow`` are the versions the backend built the environment with
+(:meth:`~isolation.backends.Backend.built_versions`; ``None`` when the backend does not
+know them, and ``airflow`` is ``None`` for an environment built without Airflow).
+``reported`` is what the environment's runtime said about itself in its result: untrusted,
+for diagnosis only; a difference from the build is logged as a warning. Results may not push
+this key nor any other key starting with ``isolation_`` (see
+:func:`isolation.operators.result.reserved_xcom_key`).
+"""
 _MISSING = "\x00isolation: missing\x00"
 _MAX_MESSAGE = 2000
 
@@ -79,7 +94,16 @@ class IsolatedOperator(BaseOperator):
 
     :param operator: the wrapped operator, as an import path (``"airflow.operators.bash.BashOperator"``;
         never imported on the host) or a class.
-    :param environment: the environment's name (``environments/<name>/``). Templated.
+    :param environment: the environment's name (``environments/<name>/``). Templated: a
+        value with a template (``"{{ params.env }}"``), or one that ``expand()`` maps,
+        is chosen when the task runs, by whoever triggers the DAG, so it needs
+        ``allowed_environments``.
+    :param allowed_environments: the literal environment names this task may run in,
+        fixed in the DAG file (never templated nor mapped). Required when ``environment``
+        is chosen at run time: without it anyone who can trigger the DAG could send its
+        connections and variables to another environment. A rendered name outside it is
+        refused before any connection or variable is resolved. With a literal
+        ``environment`` it is optional and must contain it.
     :param connections: connection ids the task may use, besides those discovered in
         ``*_conn_id`` arguments and ``conn`` template references.
     :param variables: variable keys the task may read, besides those discovered in ``var``
@@ -106,6 +130,7 @@ class IsolatedOperator(BaseOperator):
         *,
         operator: str | type,
         environment: str,
+        allowed_environments: Iterable[str] | None = None,
         connections: Iterable[str] = (),
         variables: Iterable[str] = (),
         xcom_inputs: Iterable[str | tuple[str, str]] = (),
@@ -121,8 +146,8 @@ class IsolatedOperator(BaseOperator):
         self.operator_kwargs: dict[str, Any] = {**wrapped, **dict(operator_kwargs or {})}
         if not isinstance(environment, str):
             raise TypeError("environment must be the name of an environment")
-        if "{{" not in environment:
-            check_name(environment)
+        self.allowed_environments = _allowed_environments(allowed_environments)
+        self._check_environment_choice(environment, base_kwargs.get("default_args"))
         self.environment = environment
         self.connections = _names(connections, "connections")
         self.variables = _names(variables, "variables")
@@ -134,6 +159,54 @@ class IsolatedOperator(BaseOperator):
         from airflow.sdk.definitions.xcom_arg import XComArg
 
         XComArg.apply_upstream_relationship(self, self.operator_kwargs)
+
+    def _check_environment_choice(self, environment: str, default_args: Mapping[str, Any] | None) -> None:
+        """Refuse an environment chosen at run time unless the DAG file fixed the choices."""
+        allowed = self.allowed_environments
+        templated = _is_template(environment)
+        if not templated:
+            check_name(environment)
+        # partial().expand() builds this object when the task runs, from values that may
+        # come from upstream XComs: only what partial() and default_args say is the DAG file's.
+        fixed = self._mapped_in_dag_file(default_args)
+        expanded = False
+        if fixed is not None:
+            fixed_args, literal_choices = fixed
+            if allowed is not None and _allowed_environments(fixed_args.get("allowed_environments")) != allowed:
+                raise ConfigurationError(
+                    "allowed_environments of a mapped IsolatedOperator comes from expand()",
+                    hint="pass allowed_environments to partial(): the allowed names must be fixed in the DAG file",
+                )
+            expanded = fixed_args.get("environment") != environment and environment not in literal_choices
+        if (templated or expanded) and allowed is None:
+            chosen = f"environment {environment!r} is a template" if templated else "environment comes from expand()"
+            raise ConfigurationError(
+                f"{chosen}, so it is chosen when the task runs: anyone who can trigger this DAG "
+                "could send the task's connections and variables to another environment",
+                hint="list the environments it may run in: allowed_environments=['env-a', 'env-b'] "
+                "(literal names, fixed in the DAG file); a rendered name outside it is refused",
+            )
+        if not (templated or expanded) and allowed is not None and environment not in allowed:
+            raise ConfigurationError(
+                f"environment {environment!r} is not one of allowed_environments ({', '.join(allowed)})",
+                hint="add it to allowed_environments, or use one of those",
+            )
+
+    def _mapped_in_dag_file(
+        self, default_args: Mapping[str, Any] | None
+    ) -> tuple[Mapping[str, Any], Sequence[Any]] | None:
+        """For a task unmapped at run time: the arguments its DAG file fixed, and a literal
+        list that ``expand(environment=[...])`` maps over; None for an unmapped task."""
+        from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+        dag = self.get_dag()
+        defined = dag.task_dict.get(self.task_id) if dag is not None else None
+        if not isinstance(defined, MappedOperator):
+            return None
+        mapped_over = getattr(defined.expand_input, "value", None)
+        choices = mapped_over.get("environment") if isinstance(mapped_over, Mapping) else None
+        literal = choices if isinstance(choices, (list, tuple)) else ()
+        return {**(default_args or {}), **defined.partial_kwargs}, literal
 
     # -- execution -----------------------------------------------------------------
 
@@ -155,9 +228,10 @@ class IsolatedOperator(BaseOperator):
             running.cancel()
 
     def _execute(self, context: Any, backend: Backend) -> Any:
-        environment = check_name(self.environment)
-        # Fail on a missing environment before any secret is resolved.
+        # Before anything is resolved: the rendered name, then whether it exists.
+        environment = self._rendered_environment()
         backend.check(environment)
+        built = backend.built_versions(environment)
         keys = load_host_keys(environment, self.keyring_conn_id)
         found = discovery.discover(self.operator_kwargs)
         kwargs = _state.to_plain(self.operator_kwargs, "operator argument", _resolver(context))
@@ -195,19 +269,24 @@ class IsolatedOperator(BaseOperator):
         ti = context["ti"]
         for xcom in result.xcoms:
             ti.xcom_push(key=xcom.key, value=xcom.value)
-        where = result.environment
-        # Where the task really ran, for the UI and for host tasks that care.
-        ti.xcom_push(
-            key=ENVIRONMENT_XCOM,
-            value={"name": environment, "backend": backend.name, "python": where.python, "airflow": where.airflow},
-        )
-        self.log.info(
-            "Isolated task finished in environment %r (Python %s, Airflow %s)",
-            environment,
-            where.python or "?",
-            where.airflow or "none",
-        )
+        # Where the task really ran, for the UI and for host tasks that care: the build's
+        # versions, the environment's own claim only labelled as such.
+        where = _where_it_ran(environment, backend.name, built, result)
+        ti.xcom_push(key=ENVIRONMENT_XCOM, value=where)
+        for warning in _version_warnings(where, built):
+            self.log.warning("%s", warning)
+        self.log.info("Isolated task finished in environment %r (%s)", environment, _versions_text(where, built))
         return result.return_value
+
+    def _rendered_environment(self) -> str:
+        environment = check_name(self.environment)
+        allowed = self.allowed_environments
+        if allowed is not None and environment not in allowed:
+            raise ConfigurationError(
+                f"environment {environment!r} is not one of this task's allowed_environments ({', '.join(allowed)})",
+                hint="trigger the DAG with one of those, or add it to allowed_environments in the DAG file",
+            )
+        return environment
 
     def _log_line(self, line: str) -> None:
         self.log.info("%s", line)
@@ -265,6 +344,29 @@ class IsolatedOperator(BaseOperator):
             plain = _state.to_plain(value, f"XCom {task_id}:{key}")
             inputs.append({"task_id": task_id, "key": key, "value": plain})
         return inputs
+
+
+def _is_template(value: str) -> bool:
+    return any(mark in value for mark in ("{{", "{%", "{#"))
+
+
+def _allowed_environments(items: Iterable[str] | None) -> tuple[str, ...] | None:
+    if items is None:
+        return None
+    names = _names(items, "allowed_environments")
+    if not names:
+        raise ConfigurationError(
+            "allowed_environments is empty, so no environment could run this task",
+            hint="list the environments it may run in, or leave allowed_environments out for a literal environment",
+        )
+    for name in names:
+        if _is_template(name):
+            raise ConfigurationError(
+                f"allowed_environments holds the template {name!r}",
+                hint="allowed_environments is fixed in the DAG file: list literal environment names",
+            )
+        check_name(name)
+    return tuple(names)
 
 
 def _names(items: Iterable[str], what: str) -> list[str]:
@@ -390,6 +492,45 @@ def _interpret(outcome: RunOutcome, environment: str) -> IsolationResult:
         f"the isolated task in {where} failed: {message}",
         hint=_failure_hint(error.type if error else "", environment),
     )
+
+
+def _where_it_ran(
+    environment: str, backend: str, built: tuple[str | None, str | None] | None, result: IsolationResult
+) -> dict[str, Any]:
+    python, airflow = built if built is not None else (None, None)
+    reported = result.environment
+    return {
+        "name": environment,
+        "backend": backend,
+        "python": python,
+        "airflow": airflow,
+        "reported": {"python": reported.python, "airflow": reported.airflow},
+    }
+
+
+def _versions_text(where: Mapping[str, Any], built: tuple[str | None, str | None] | None) -> str:
+    reported = where["reported"]
+    if built is None:
+        return (
+            f"versions unknown to backend {where['backend']}; the environment reports "
+            f"Python {reported['python'] or '?'}, Airflow {reported['airflow'] or 'none'}"
+        )
+    return f"built with Python {where['python'] or '?'}, Airflow {where['airflow'] or 'none'}"
+
+
+def _version_warnings(where: Mapping[str, Any], built: tuple[str | None, str | None] | None) -> list[str]:
+    if built is None:
+        return []
+    warnings = []
+    for label, key in (("Python", "python"), ("Airflow", "airflow")):
+        claimed = where["reported"][key]
+        if claimed is not None and claimed != where[key]:
+            warnings.append(
+                f"environment {where['name']!r} reports {label} {claimed} but was built with {label} "
+                f"{where[key] or 'none'}; this task reports the build's versions. Was the environment changed "
+                f"after it was built? Rebuild it: python -m isolation.environments build {where['name']}"
+            )
+    return warnings
 
 
 def _reject_hint(text: str) -> str:

@@ -64,9 +64,64 @@ def test_bad_arguments_fail_at_parse():
         IsolatedOperator(task_id="t", operator=BASH, environment="Bad Name")
     with pytest.raises(TypeError, match="connections must be a list of names"):
         IsolatedOperator(task_id="t", operator=BASH, environment="x", connections=[None])  # type: ignore[list-item]
-    # A templated environment is checked once rendered.
-    task = IsolatedOperator(task_id="t", operator=BASH, environment="{{ params.env }}")
+    # A templated environment is checked against allowed_environments once rendered.
+    task = IsolatedOperator(
+        task_id="t", operator=BASH, environment="{{ params.env }}", allowed_environments=["legacy", "modern"]
+    )
     assert task.environment == "{{ params.env }}"
+    assert task.allowed_environments == ("legacy", "modern")
+    assert "allowed_environments" not in task.operator_kwargs
+
+
+@pytest.mark.parametrize("environment", ["{{ params.env }}", "{% if params.a %}a{% else %}b{% endif %}", "x{# c #}"])
+def test_templated_environment_without_allowed_environments_fails_at_parse(environment):
+    with pytest.raises(ConfigurationError, match="anyone who can trigger this DAG") as info:
+        IsolatedOperator(task_id="t", operator=BASH, environment=environment)
+    assert "allowed_environments=[" in info.value.diagnostics()
+
+
+@pytest.mark.parametrize(
+    ("allowed", "error", "message"),
+    [
+        (["{{ params.env }}"], ConfigurationError, "allowed_environments holds the template"),
+        (["Bad Name"], ConfigurationError, "invalid environment name 'Bad Name'"),
+        ([], ConfigurationError, "allowed_environments is empty"),
+        ([None], TypeError, "allowed_environments must be a list of names"),
+    ],
+)
+def test_allowed_environments_are_literal_valid_names(allowed, error, message):
+    with pytest.raises(error, match=message):
+        IsolatedOperator(task_id="t", operator=BASH, environment="{{ params.env }}", allowed_environments=allowed)
+
+
+def test_literal_environment_must_be_one_of_allowed_environments():
+    with pytest.raises(ConfigurationError, match="environment 'legacy' is not one of allowed_environments"):
+        IsolatedOperator(task_id="t", operator=BASH, environment="legacy", allowed_environments=["modern"])
+    task = IsolatedOperator(task_id="t", operator=BASH, environment="legacy", allowed_environments="legacy")
+    assert task.allowed_environments == ("legacy",)
+
+
+def test_allowed_environments_from_default_args():
+    with DAG("unit", schedule=None, default_args={"allowed_environments": ["legacy"]}):
+        task = IsolatedOperator(task_id="t", operator=BASH, environment="{{ params.env }}")
+    assert task.allowed_environments == ("legacy",) and "allowed_environments" not in task.operator_kwargs
+
+
+def test_environment_mapped_from_an_upstream_xcom_needs_allowed_environments():
+    with DAG("unit", schedule=None):
+        upstream = BaseOperator(task_id="up")
+        mapped = IsolatedOperator.partial(task_id="t", operator=BASH).expand(environment=upstream.output)
+        literal = IsolatedOperator.partial(task_id="lit", operator=BASH).expand(environment=["legacy", "modern"])
+        fixed_list = IsolatedOperator.partial(task_id="f", operator=BASH, environment="legacy").expand(
+            allowed_environments=upstream.output
+        )
+    # expand() builds each task when it runs, from the upstream's output.
+    with pytest.raises(ConfigurationError, match="environment comes from expand"):
+        mapped.unmap({"environment": "legacy"})
+    # A literal list in the DAG file fixes the choices.
+    assert literal.unmap({"environment": "modern"}).environment == "modern"
+    with pytest.raises(ConfigurationError, match="allowed_environments of a mapped IsolatedOperator comes from"):
+        fixed_list.unmap({"allowed_environments": ["legacy"]})
 
 
 def test_xcomarg_in_wrapped_kwargs_sets_the_dependency():
