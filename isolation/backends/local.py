@@ -142,10 +142,10 @@ class LocalBackend(Backend):
                     launch.started()
             limits = env.settings.limits
             try:
-                pumped = _pump(
-                    proc, envelope, on_log, log_limit=limits.log, deadline=time.monotonic() + limits.wall_clock
-                )
-                code = proc.wait()
+                deadline = time.monotonic() + limits.wall_clock
+                pumped = _pump(proc, envelope, on_log, log_limit=limits.log, deadline=deadline)
+                # Past its wall clock the task is stopped below, not waited for.
+                code = -signal.SIGKILL if pumped.timed_out else proc.wait()
             finally:
                 with self._lock:
                     self._proc = None

@@ -9,11 +9,18 @@ import sys
 import time
 from pathlib import Path
 
+from isolation.environments.settings import SandboxSettings
+
 FAKE_RUNTIME = Path(__file__).with_name("fake_runtime.py")
 
 
 def fake_env(home: Path, name: str = "fake", *, interpreter: str | None = None) -> Path:
-    """A local environment whose ``python`` runs :mod:`fake_runtime` (or ``interpreter``)."""
+    """A local environment whose ``python`` runs :mod:`fake_runtime` (or ``interpreter``).
+
+    It declares ``sandbox = "none"``: these tests are about the backend's process handling
+    (pipes, descriptors, environment, process tree) on the unsandboxed path; the sandboxed
+    path runs real environments (tests/integration, tests/e2e).
+    """
     root = home / name
     bindir = root / "venv" / "bin"
     bindir.mkdir(parents=True)
@@ -25,7 +32,15 @@ def fake_env(home: Path, name: str = "fake", *, interpreter: str | None = None) 
         python.write_text(interpreter)
         python.chmod(0o755)
     (root / "keys").mkdir()
-    marker = {"name": name, "python": str(python), "python_version": "3.11.0", "airflow": None, "fingerprint": "x"}
+    settings = SandboxSettings(sandbox="none", network="host").to_dict()
+    marker = {
+        "name": name,
+        "python": str(python),
+        "python_version": "3.11.0",
+        "airflow": None,
+        "fingerprint": "x",
+        "sandbox": settings,
+    }
     (root / "environment.json").write_text(json.dumps(marker))
     return python
 

@@ -52,7 +52,12 @@ def run(backend, script, logs=None):
         return json.dumps(script)
 
     outcome = backend.run("fake", seal, sink.append)
-    return outcome, sink, seen_paths[0]
+    return outcome, _task_lines(sink), seen_paths[0]
+
+
+def _task_lines(lines):
+    """The task's own output, without the backend's notices (``isolation: ...``)."""
+    return [line for line in lines if not line.startswith("isolation: ")]
 
 
 def test_envelope_goes_through_stdin_and_result_comes_back(backend, tmpdir_env):
@@ -62,7 +67,8 @@ def test_envelope_goes_through_stdin_and_result_comes_back(backend, tmpdir_env):
     assert report["envelope_length"] == len(json.dumps({"result": "report", "lines": ["hello", "world"]}))
     assert report["argv"] == ["-I", "-u", "-m", "isolation.runtime", "--stdin"]
     assert logs == ["hello", "world"]
-    assert result_path.startswith(str(tmpdir_env))
+    # The result travels in an inherited memory file, never a path on disk.
+    assert result_path.startswith("/proc/self/fd/")
     assert report["env"]["ISOLATION_RESULT_PATH"] == result_path
     assert isolation_temp_dirs(str(tmpdir_env)) == set()
 
@@ -85,7 +91,8 @@ def test_child_environment_is_an_allow_list(backend, monkeypatch, tmp_path):
     for value in SECRETS.values():
         assert value not in text
     assert env["TZ"] == "Europe/Paris"
-    assert env["HOME"] == env["TMPDIR"] == report["cwd"] == str(Path(result_path).parent)
+    assert env["HOME"] == env["TMPDIR"] == report["cwd"]
+    assert Path(env["HOME"]).name.startswith("isolation-fake-")
     assert env["ISOLATION_KEYS_DIR"] == str(tmp_path / "envs" / "fake" / "keys")
     assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "envs" / "fake" / "venv" / "bin")
 
@@ -99,9 +106,11 @@ def test_no_inherited_descriptors_and_own_session(backend):
         os.close(leaked)
     report = json.loads(outcome.result)["return_value"]
     lifeline = int(report["env"]["ISOLATION_LIFELINE_FD"])
-    # 0-2, the lifeline pipe (the only descriptor passed on purpose), and the one listdir opens.
-    assert len(report["fds"]) == 5 and report["fds"][:3] == [0, 1, 2]
-    assert lifeline in report["fds"]
+    result_fd = int(report["env"]["ISOLATION_RESULT_PATH"].rsplit("/", 1)[1])
+    # 0-2, the lifeline pipe and the result memory file (the only descriptors passed on
+    # purpose), and the one listdir opens.
+    assert len(report["fds"]) == 6 and report["fds"][:3] == [0, 1, 2]
+    assert lifeline in report["fds"] and result_fd in report["fds"]
     assert report["session_leader"] is True
     assert report["pid"] != os.getpid()
 
@@ -118,7 +127,7 @@ def test_log_lines_stream_live(backend, tmp_path):
     started = time.monotonic()
     outcome = backend.run("fake", lambda _: json.dumps({"lines": ["ready"], "wait_for": str(go)}), sink)
     assert outcome.exit_code == 0
-    assert logs == ["ready", "saw go"]
+    assert _task_lines(logs) == ["ready", "saw go"]
     assert time.monotonic() - started < 8
 
 
@@ -194,6 +203,59 @@ def test_cancel_kills_the_tree_even_when_term_is_ignored(backend, tmpdir_env):
     pids = json.loads(logs[-1][5:])
     assert wait_gone([pids["runtime"], *pids["children"]]) == []
     assert isolation_temp_dirs(str(tmpdir_env)) == set()
+
+
+def test_unsandboxed_environment_warns_in_every_task_log(backend):
+    lines: list[str] = []
+    outcome, _, _ = run(backend, {"result": "report"}, lines)
+    assert outcome.exit_code == 0
+    notices = [line for line in lines if line.startswith("isolation: ")]
+    assert any("sandbox: none" in line for line in notices)
+    assert any("runs with the worker's authority" in line and "WARNING" in line for line in notices)
+
+
+def test_log_volume_is_capped_with_one_clear_line(tmp_path, tmpdir_env):
+    import dataclasses
+
+    from isolation.environments.settings import SandboxSettings
+
+    fake_env(tmp_path / "envs")
+    backend = LocalBackend(tmp_path / "envs")
+    env = backend.locate("fake")
+    small = dataclasses.replace(env.settings.limits, log=4096)
+    limited = dataclasses.replace(env, settings=SandboxSettings("none", "host", small))
+    backend.locate = lambda name: limited  # type: ignore[method-assign]
+    lines: list[str] = []
+    outcome, _, _ = run(backend, {"lines": [f"line {i:04d} " + "x" * 90 for i in range(200)], "result": "report"}, lines)
+    assert outcome.exit_code == 0
+    task = _task_lines(lines)
+    assert sum(len(line) + 1 for line in task) <= 4096
+    assert task[0].startswith("line 0000")
+    capped = [line for line in lines if "reached its limit of 4096 bytes" in line]
+    assert len(capped) == 1
+    assert not any(line.startswith("line 0199") for line in lines)
+
+
+def test_wall_clock_limit_stops_the_task(tmp_path, tmpdir_env):
+    import dataclasses
+
+    from isolation.environments.settings import SandboxSettings
+    from isolation.errors import IsolatedTaskFailed
+
+    fake_env(tmp_path / "envs")
+    backend = LocalBackend(tmp_path / "envs", kill_grace=1.0)
+    env = backend.locate("fake")
+    short = dataclasses.replace(env.settings.limits, wall_clock=1)
+    limited = dataclasses.replace(env, settings=SandboxSettings("none", "host", short))
+    backend.locate = lambda name: limited  # type: ignore[method-assign]
+    lines: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(IsolatedTaskFailed, match="wall-clock limit of 1 s") as info:
+        backend.run("fake", lambda _: json.dumps({"spawn": ["group"], "sleep": 60}), lines.append)
+    assert time.monotonic() - started < 15
+    assert "wall_clock" in info.value.diagnostics()
+    pids = json.loads(next(line for line in lines if line.startswith("pids "))[5:])
+    assert wait_gone([pids["runtime"], *pids["children"]]) == []
 
 
 def test_cancel_without_a_running_task_is_harmless(backend):
