@@ -13,6 +13,9 @@ Each round runs one DAG run holding the three tasks with ``dag.test()`` (tempora
 ``AIRFLOW_HOME``, SQLite); a task's wall time is its task instance's end minus start as
 Airflow records it. The ratio c/b compares medians; the target is <= 1.0.
 
+Then the sandbox's own cost per task, ``sandbox_overhead_ms`` (sandboxed against
+``sandbox = "none"`` in the same run, paired; target <= 15 ms): see ``bench/sandbox.py``.
+
     .venv/bin/python bench/overhead.py [--rounds N] [--quick] [--json]
 """
 
@@ -152,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
             "target_ratio_isolated_vs_external": 1.0,
             "wall_seconds": round(time.monotonic() - started, 1),
         }
+        import sandbox as sandbox_bench  # bench/sandbox.py, beside this file
+
+        pairs = (10, 2) if args.quick else (30, 6)
+        sandbox_cost = sandbox_bench.measure(*pairs)
+        result["sandbox"] = sandbox_cost
+        result["sandbox_overhead_ms"] = sandbox_cost["sandbox_overhead_ms"]
         if args.json:
             print(json.dumps(result))
         else:
@@ -162,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 spread = f"(min {stats['min']:.3f}, max {stats['max']:.3f})"
                 print(f"  {labels[key]:<30} median {stats['median']:.3f} s  {spread}")
             print(f"  ratio c/b = {ratio:.3f} (target <= 1.0); c/a = {result['ratio_isolated_vs_plain']:.1f}")
+            sandbox_bench.report(sandbox_cost)
         return 0
     finally:
         if args.keep:
