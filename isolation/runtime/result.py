@@ -47,7 +47,8 @@ def document(
     err = None
     if error is not None:
         message = getattr(error, "message", None) or str(error)
-        err = {"type": type(error).__name__, "message": redact(message)}
+        # A class name can be made at run time from anything, a secret included.
+        err = {"type": redact(type(error).__name__), "message": redact(str(message))}
     return {
         "format": FORMAT,
         "outcome": outcome,
