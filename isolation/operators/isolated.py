@@ -37,6 +37,7 @@ from isolation.errors import (
     IsolationError,
     RejectReason,
 )
+from isolation.masking import SecretMasker, secret_strings
 from isolation.operators import _state, discovery
 from isolation.operators.keyring_hook import DEFAULT_CONN_ID, HostKeys, load_host_keys
 from isolation.operators.result import (
@@ -240,7 +241,7 @@ class IsolatedOperator(BaseOperator):
         xcom_inputs = self._resolve_xcoms(context, found)
         task_context = _state.task_context(context, self.owner)
         secrets = _secret_values(connections, variables)
-        _mask(secrets)
+        self._log_masker = _mask(secrets)
 
         def seal(result_path: str) -> str:
             return _seal(
@@ -289,7 +290,9 @@ class IsolatedOperator(BaseOperator):
         return environment
 
     def _log_line(self, line: str) -> None:
-        self.log.info("%s", line)
+        # Masked here whether or not Airflow masks this log (dag.test() does not).
+        masker = getattr(self, "_log_masker", None)
+        self.log.info("%s", masker.mask(line) if masker is not None else line)
 
     # -- resolution (execute time only) ----------------------------------------------
 
@@ -389,19 +392,37 @@ def _resolver(context: Any) -> Any:
 
 
 def _secret_values(connections: Mapping[str, Any], variables: Mapping[str, str]) -> list[str]:
+    """What the runtime hides too: passwords, logins, extras, variables, their JSON leaves and lines."""
     values: list[str] = []
     for conn in connections.values():
         values += [v for v in (conn.password, conn.extra, conn.login) if v]
     values += [v for v in variables.values() if v]
-    return values
+    return secret_strings(values)
 
 
-def _mask(values: Iterable[str]) -> None:
-    # Whatever the isolated task echoes reaches this log: hide every secret it was given.
+def _mask(values: Iterable[str]) -> SecretMasker:
+    """Register ``values`` with Airflow's masker; return this task's own masker of them.
+
+    Whatever the isolated task echoes reaches this log. Airflow masks it only where its
+    supervisor installed the masker (not under ``dag.test()``), and only the spellings it
+    knows, so the host's lines also pass a masker of every variant.
+    """
     from airflow.sdk.log import mask_secret
 
+    values = list(values)
     for value in values:
         mask_secret(value)
+    return SecretMasker(values, adapter=_airflow_mask_adapter())
+
+
+def _airflow_mask_adapter() -> Any:
+    """Airflow's ``[logging] secret_mask_adapter`` (more spellings per secret), if configured."""
+    try:
+        from airflow.configuration import conf
+
+        return conf.getimport("logging", "secret_mask_adapter", fallback=None)
+    except Exception:  # a broken setting: Airflow reports it; the built-in variants still apply
+        return None
 
 
 def _seal(
