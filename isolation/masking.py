@@ -17,12 +17,14 @@ whole, and the cut moves off any match and off any UTF-8 sequence. Without secre
 a plain line splitter: the concatenation of its output equals its input.
 
 Limits, stated honestly: a secret is found only in the spellings listed here (not, say,
-base64 or lowercase percent-encoding); values shorter than :data:`MIN_LENGTH` characters
-are not masked (they would hide ordinary words and numbers); ``"airflow"`` is never
-masked, as in Airflow, because it is every default login and half of every log line; a
-"secret" made of ``*`` characters may reappear next to a mask; and a partial line that
-is one chain of overlapping secrets for more than four pieces is cut at the end of the
-chain known so far, so a fragment (never the whole) of a secret may show.
+base64 or lowercase percent-encoding), and in byte streams only in UTF-8 (output in
+another locale's encoding is not matched); values shorter than :data:`MIN_LENGTH`
+characters are not masked (they would hide ordinary words and numbers); a secret with
+newlines is masked line by line too, so a line of it shorter than that shows;
+``"airflow"`` is never masked, as in Airflow, because it is every default login and half
+of every log line; a "secret" made of ``*`` characters may reappear next to a mask; and a
+partial line that is one chain of overlapping secrets for more than four pieces is cut at
+the end of the chain known so far, so a fragment (never the whole) of a secret may show.
 
 This module uses the standard library only and imports no Airflow: the runtime uses it
 before Airflow is imported, the host after.
