@@ -107,6 +107,8 @@ class LocalBackend(Backend):
 
     def run(self, environment: str, seal: Sealer, on_log: LogSink) -> RunOutcome:
         env = self.locate(environment)
+        if env.settings.sandboxed:
+            sandbox.require()  # before anything is sealed
         on_log(f"isolation: environment {environment!r}: {describe(env.settings)}")
         if not env.settings.sandboxed:
             on_log(NO_SANDBOX_WARNING.format(name=environment))

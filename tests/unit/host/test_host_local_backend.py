@@ -307,3 +307,46 @@ def test_get_backend():
 
 def test_alive_helper_sees_this_process():
     assert alive(os.getpid())
+
+
+def _sandboxed_fake(home: Path) -> None:
+    """The fake environment, but declaring the default: sandbox = "bubblewrap"."""
+    from isolation.environments.settings import SandboxSettings
+
+    marker_path = home / "fake" / "environment.json"
+    marker = json.loads(marker_path.read_text())
+    marker["sandbox"] = SandboxSettings().to_dict()
+    marker_path.write_text(json.dumps(marker))
+
+
+def test_no_sandbox_available_fails_before_anything_runs_and_names_the_fix(tmp_path, monkeypatch, tmpdir_env):
+    from isolation.backends import sandbox
+
+    fake_env(tmp_path / "envs")
+    _sandboxed_fake(tmp_path / "envs")
+    monkeypatch.setenv("ISOLATION_BWRAP", str(tmp_path / "no-bwrap-here"))
+    sandbox.probe.cache_clear()
+    try:
+        backend = LocalBackend(tmp_path / "envs")
+        with pytest.raises(ConfigurationError, match="the local sandbox is not available") as info:
+            backend.check("fake")
+        text = info.value.diagnostics()
+        assert "apt-get install bubblewrap" in text
+        assert 'sandbox = "none"' in text
+        sealed = []
+        with pytest.raises(ConfigurationError, match="not available"):
+            backend.run("fake", lambda path: sealed.append(path) or "{}", print)
+        # Nothing was sealed: no secret was resolved or handed to anything.
+        assert sealed == []
+        assert isolation_temp_dirs(str(tmpdir_env)) == set()
+    finally:
+        sandbox.probe.cache_clear()
+
+
+def test_probe_reports_a_working_sandbox_here():
+    # CI installs bubblewrap (.ci/run): the sandboxed suites depend on this being true.
+    from isolation.backends import sandbox
+
+    status = sandbox.probe()
+    assert status.available, status.detail
+    assert status.version and status.version.startswith("bubblewrap")
