@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+# The name's 1.x on the public index is the earlier proof of concept; this is its successor.
+# A pre-release until the sandbox work is done: installers never pick it over a final release
+# unless asked (--pre), and it still sorts above 1.0.1. Read by hatchling (pyproject.toml).
+__version__ = "2.0.0a1"
 
 if TYPE_CHECKING:
     from isolation.operators.isolated import IsolatedOperator
