@@ -8,11 +8,13 @@ tries hard to print them; the runtime must mask every occurrence. The opt-in
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from isolation.environments import LocalEnvironment
+from isolation.masking import variants
 from isolation.transport import CallableRef
 from isolation.transport.payload import ConnectionSpec
 from tests.integration._runtime import PYTHON, Run, bash_path, make_payload, run_many, run_runtime
@@ -24,6 +26,11 @@ LOGIN = "login-Zx81-not-for-logs"
 EXTRA_TOKEN = "extra-Qm55-not-for-logs"
 VARIABLE = "var-Lp09-not-for-logs"
 SECRETS = [PASSWORD, LOGIN, EXTRA_TOKEN, VARIABLE]
+# A backslash, a double quote, a space, non-ASCII letters and URL specials: its escaped
+# spellings (repr, JSON, URL-quoted) all differ from it and from each other.
+HARD = 'p\\ä"ss wörd/&+'
+HARD_FORMS = ["raw", "repr", "json", "json_unicode", "quote", "quote_slash", "quote_plus", "bytes"]
+WRITE_PATHS = ["print", "dunder_stdout", "dunder_stderr", "fd1", "fd2", "logged", "child_out", "child_err"]
 
 DUMP_ENV = (
     'env | sort > "$ISOLATION_TEST_OUT/bash_env.txt"; '
@@ -46,6 +53,10 @@ def _secret_inputs() -> dict[str, Any]:
     }
 
 
+def _hard_inputs() -> dict[str, Any]:
+    return {"connections": {"hard": ConnectionSpec(conn_type="http", host="api.internal", password=HARD)}}
+
+
 @pytest.fixture(scope="module")
 def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     base = tmp_path_factory.mktemp(f"secrets-{environment.name}")
@@ -63,6 +74,14 @@ def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory
         "error": (
             environment,
             make_payload(PYTHON, {"python_callable": CallableRef("it_tasks:leak_in_error")}, **_secret_inputs()),
+        ),
+        "escaped": (
+            environment,
+            make_payload(PYTHON, {"python_callable": CallableRef("it_tasks:leak_escaped_forms")}, **_hard_inputs()),
+        ),
+        "escaped_error": (
+            environment,
+            make_payload(PYTHON, {"python_callable": CallableRef("it_tasks:leak_escaped_in_error")}, **_hard_inputs()),
         ),
         "exported": (
             environment,
@@ -146,3 +165,44 @@ def test_export_secrets_to_env_is_opt_in(runs: dict[str, Run]) -> None:
     assert "AIRFLOW_CONN_DB=" in text and "AIRFLOW_VAR_TOKEN=" in text
     # Even then, logs stay masked.
     assert _leaks(run.stderr) == []
+
+
+def _hard_leaks(text: str) -> list[str]:
+    return sorted(form for form in variants(HARD) if form in text)
+
+
+@pytest.mark.parametrize("job", ["escaped", "escaped_error"])
+def test_no_spelling_of_a_secret_by_any_write_path(runs: dict[str, Run], job: str) -> None:
+    run = runs[job]
+    assert run.result is not None, run.output
+    assert _hard_leaks(run.stdout) == []
+    assert _hard_leaks(run.stderr) == []
+    assert _hard_leaks(json.dumps(run.result)) == []
+    assert _hard_leaks(json.dumps(run.result, ensure_ascii=False)) == []
+    assert _hard_leaks((run.workdir / "result.json").read_text(encoding="utf-8")) == []
+
+
+def test_every_write_path_reached_the_log_masked(runs: dict[str, Run]) -> None:
+    # Guards the test above: each labelled line arrived, with a mask where the secret was.
+    run = runs["escaped"]
+    assert run.code == 0, run.output
+    for path in WRITE_PATHS:
+        for form in HARD_FORMS:
+            found = re.findall(rf"{path}-{form}=<([^>]*)>", run.stderr)
+            assert found, f"{path}-{form} missing:\n{run.output}"
+            assert all("***" in value for value in found), found
+    # fds 1 and 2 are one masked stream, on standard error.
+    assert run.stdout == ""
+
+
+def test_error_message_with_escaped_secrets_is_masked(runs: dict[str, Run]) -> None:
+    run = runs["escaped_error"]
+    assert run.code == 1, run.output
+    assert run.result is not None
+    error = run.result["error"]
+    assert error["type"] == "ValueError"
+    assert error["message"] == (
+        'raw=<***> repr=<\'***\'> json=<"***"> json_unicode=<"***"> quote=<***> quote_slash=<***> '
+        "quote_plus=<***> bytes=<b'***'>"
+    )
+    assert run.stderr.strip().splitlines()[-1].endswith(error["message"])

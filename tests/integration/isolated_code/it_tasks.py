@@ -176,6 +176,55 @@ def leak_in_error() -> None:
     raise ValueError(f"could not log in with {BaseHook.get_connection('db').password}")
 
 
+def _escaped_forms(secret: str) -> dict[str, str]:
+    from urllib.parse import quote, quote_plus
+
+    return {
+        "raw": secret,
+        "repr": repr(secret),
+        "json": json.dumps(secret),
+        "json_unicode": json.dumps(secret, ensure_ascii=False),
+        "quote": quote(secret, safe=""),
+        "quote_slash": quote(secret),
+        "quote_plus": quote_plus(secret),
+        "bytes": repr(secret.encode()),
+    }
+
+
+def leak_escaped_forms() -> str:
+    """Write one password in every spelling through every write path; each line is labelled."""
+    import logging
+    import subprocess
+    import sys
+
+    from airflow.hooks.base import BaseHook
+
+    forms = _escaped_forms(BaseHook.get_connection("hard").password)
+    for name, form in forms.items():
+        print(f"print-{name}=<{form}>", flush=True)
+        sys.__stdout__.write(f"dunder_stdout-{name}=<{form}>\n")
+        sys.__stdout__.flush()
+        sys.__stderr__.write(f"dunder_stderr-{name}=<{form}>\n")
+        sys.__stderr__.flush()
+        os.write(1, f"fd1-{name}=<{form}>\n".encode())
+        os.write(2, f"fd2-{name}=<{form}>\n".encode())
+        logging.getLogger("leaky").warning("logged-%s=<%s>", name, form)
+        # The child gets the value in its environment and writes it to both inherited fds.
+        subprocess.run(
+            ["sh", "-c", 'printf "child_out-%s=<%s>\\n" "$N" "$V"; printf "child_err-%s=<%s>\\n" "$N" "$V" >&2'],
+            env={"PATH": os.environ["PATH"], "N": name, "V": form},
+            check=True,
+        )
+    return "done"
+
+
+def leak_escaped_in_error() -> None:
+    from airflow.hooks.base import BaseHook
+
+    forms = _escaped_forms(BaseHook.get_connection("hard").password)
+    raise ValueError(" ".join(f"{name}=<{form}>" for name, form in forms.items()))
+
+
 def _home_files() -> list[str]:
     home = os.environ["AIRFLOW_HOME"]
     return sorted(os.path.relpath(os.path.join(d, f), home) for d, _, fs in os.walk(home) for f in fs)
