@@ -4,22 +4,32 @@ Layout under ``ISOLATION_ENVS_HOME`` (default ``~/.local/share/isolation/envs``)
 
     <name>/venv/               the interpreter the local backend runs
     <name>/keys/               the environment's keys directory (see isolation.keyring)
-    <name>/environment.json    what was built: fingerprint, python, airflow version
+    <name>/environment.json    what was built: fingerprint, python, airflow and runtime versions
+
+The runtime (this project) always comes from the host's own code, never from an index:
+see :mod:`isolation.environments.distribution`.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isolation.environments.distribution import (
+    DISTRIBUTION,
+    HostRuntime,
+    check_installed,
+    host_runtime,
+    refuse_runtime_requirements,
+)
 from isolation.environments.settings import SandboxSettings
 from isolation.environments.spec import EnvironmentSpec, check_name
 from isolation.errors import ConfigurationError
@@ -32,7 +42,9 @@ _PROBE = (
     "import json, sys\n"
     "try:\n    import airflow; v = airflow.__version__\n"
     "except Exception: v = None\n"
-    "print(json.dumps({'python_version': '%d.%d.%d' % sys.version_info[:3], 'airflow': v}))\n"
+    f"try:\n    import importlib.metadata as m; r = m.version({DISTRIBUTION!r})\n"
+    "except Exception: r = None\n"
+    "print(json.dumps({'python_version': '%d.%d.%d' % sys.version_info[:3], 'airflow': v, 'runtime': r}))\n"
 )
 
 
@@ -56,6 +68,8 @@ class LocalEnvironment:
     airflow_version: str | None
     fingerprint: str
     settings: SandboxSettings = field(default_factory=SandboxSettings)
+    # The version of this project installed in it (None: built before it was recorded).
+    runtime_version: str | None = None
 
     @property
     def venv(self) -> Path:
@@ -92,35 +106,37 @@ def find_python(version: str) -> Path:
     )
 
 
-def _source_fingerprint(source: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted((source / "isolation").rglob("*.py")):
-        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
-    digest.update((source / "pyproject.toml").read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _run(cmd: list[str], what: str) -> None:
+def _run(cmd: list[str], what: str, hint: str = "check the environment's requirements.txt") -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))}
     env["UV_PYTHON_DOWNLOADS"] = "never"
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        raise ConfigurationError(f"{what} failed:\n{tail}", hint="check the environment's requirements.txt")
+        raise ConfigurationError(f"{what} failed:\n{tail}", hint=hint)
 
 
-def _install(python: Path, packages: list[str], what: str, *, no_deps: bool = False, reinstall: bool = False) -> None:
+def _install(
+    python: Path,
+    packages: list[str],
+    what: str,
+    *,
+    no_deps: bool = False,
+    reinstall: bool = False,
+    no_index: bool = False,
+    hint: str = "check the environment's requirements.txt",
+) -> None:
     uv = shutil.which("uv")
     if uv:
         # Compiled bytecode: the first task in a fresh environment should not pay for it.
         cmd = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(python)]
         cmd += ["--no-deps"] if no_deps else []
-        cmd += ["--reinstall-package", "apache-airflow-providers-isolation"] if reinstall else []
+        cmd += ["--reinstall-package", DISTRIBUTION] if reinstall else []
     else:
         cmd = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--compile"]
         cmd += ["--no-deps"] if no_deps else []
         cmd += ["--force-reinstall"] if reinstall else []
-    _run(cmd + packages, what)
+    cmd += ["--no-index"] if no_index else []
+    _run(cmd + packages, what, hint)
 
 
 def _create_venv(interpreter: Path, venv: Path) -> Path:
@@ -149,14 +165,21 @@ def build_local(
     home: Path | None = None,
     project_source: Path | None = None,
     force: bool = False,
+    runtime: HostRuntime | None = None,
 ) -> LocalEnvironment:
     """Build (or reuse) the virtualenv of ``spec`` and provision its keys.
 
-    ``project_source`` installs this project from a source tree (tests, demo); without
-    it, the environment's requirements must name ``apache-airflow-providers-isolation``.
-    Rebuilds only when the spec's fingerprint changed; re-installs the project when its
-    source changed.
+    This project (the runtime) is installed from the host's own code
+    (:func:`~isolation.environments.distribution.host_runtime`: its source tree, or a
+    wheel of its installed distribution), never from an index; requirements that name it
+    are refused. ``project_source`` installs it from that source tree instead (tests,
+    demo), ``runtime`` from a given :class:`HostRuntime`. Either way the version the
+    environment imports must be the host's. Rebuilds only when the spec's fingerprint
+    changed; re-installs the runtime when its version or files changed.
     """
+    refuse_runtime_requirements(spec.name, spec.requirements)
+    if runtime is None:
+        runtime = HostRuntime.from_source(project_source) if project_source is not None else host_runtime()
     root = (home or envs_home()) / spec.name
     root.mkdir(parents=True, exist_ok=True)
     marker: dict[str, Any] = _read_marker(root) or {}
@@ -167,22 +190,45 @@ def build_local(
         requirements = list(spec.requirements) + list(RUNTIME_REQUIREMENTS)
         _install(python, requirements, f"installing the requirements of environment {spec.name!r}")
         marker = {"fingerprint": fingerprint}
-    if project_source is not None:
-        source_print = _source_fingerprint(project_source)
-        if marker.get("source") != source_print:
+    runtime_print = runtime.fingerprint()
+    installed = marker.get("source") != runtime_print
+    if installed:
+        with tempfile.TemporaryDirectory(dir=root, prefix=".runtime-") as scratch:
+            target = runtime.installable(Path(scratch))
             _install(
-                python, [str(project_source)], "installing isolation into the environment", no_deps=True, reinstall=True
+                python,
+                [str(target)],
+                f"installing {DISTRIBUTION} {runtime.version} from the host's {runtime.origin}",
+                no_deps=True,
+                reinstall=True,
+                # A wheel needs nothing else; a source tree needs its build backend.
+                no_index=runtime.installed is not None,
+                hint=f"is {runtime.location} complete? python -m isolation.environments doctor shows what is used",
             )
-            marker["source"] = source_print
-    probe = subprocess.run([str(python), "-c", _PROBE], capture_output=True, text=True, check=False, timeout=120)
+        marker["source"] = runtime_print
+    # In the environment's own directory: the caller's working directory must not shadow a module.
+    probe = subprocess.run(
+        [str(python), "-c", _PROBE], capture_output=True, text=True, check=False, timeout=120, cwd=root
+    )
     if probe.returncode != 0:
         raise ConfigurationError(f"environment {spec.name!r} does not start: {probe.stderr.strip()[-500:]}")
     versions = json.loads(probe.stdout)
+    found = versions.pop("runtime")
+    check_installed(spec.name, found, runtime, just_installed=installed)
     keys_dir = _provision_keys(spec, root / "keys", keyring)
     marker.update({"name": spec.name, "python": str(python), **versions, "sandbox": spec.settings.to_dict()})
+    marker.update({"runtime_version": found, "runtime_from": runtime.origin})
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return LocalEnvironment(
-        spec.name, root, python, keys_dir, versions["python_version"], versions["airflow"], fingerprint, spec.settings
+        spec.name,
+        root,
+        python,
+        keys_dir,
+        versions["python_version"],
+        versions["airflow"],
+        fingerprint,
+        spec.settings,
+        found,
     )
 
 
@@ -229,4 +275,5 @@ def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:
         marker.get("airflow"),
         str(marker.get("fingerprint", "")),
         settings,
+        marker.get("runtime_version"),
     )
