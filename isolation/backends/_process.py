@@ -30,16 +30,22 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
-def signal_tree(leader: int, pids: Iterable[int], signum: int) -> None:
-    """Send ``signum`` to the group led by ``leader`` and to each of ``pids``."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(leader, signum)
+def signal_tree(leader: int, pids: Iterable[int], signum: int, *, include_leader: bool = True) -> None:
+    """Send ``signum`` to the group led by ``leader`` (unless told not to) and to each of ``pids``.
+
+    A sandbox's leader is bubblewrap: a SIGTERM would kill it, and with it (by
+    ``--die-with-parent``) the runtime before it can stop its operator; so a polite
+    signal goes to the processes inside only.
+    """
+    if include_leader:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(leader, signum)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signum)
 
 
-def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+def terminate(proc: subprocess.Popen[bytes], grace: float, *, sandboxed: bool = False) -> None:
     """End ``proc`` and everything it started: TERM, then KILL after ``grace`` seconds; reap it.
 
     Safe after ``proc`` has exited: its process group id cannot be reused while any
@@ -47,7 +53,7 @@ def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
     """
     tree = descendants(proc.pid)
     if proc.poll() is None:
-        signal_tree(proc.pid, tree, signal.SIGTERM)
+        signal_tree(proc.pid, tree, signal.SIGTERM, include_leader=not sandboxed)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
     tree += [pid for pid in descendants(proc.pid) if pid not in tree]

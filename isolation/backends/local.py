@@ -85,6 +85,7 @@ class LocalBackend(Backend):
             if key.upper().startswith(_RESERVED_PREFIXES):
                 raise ValueError(f"extra_env may not set {key!r}: that name is reserved for Airflow and isolation")
         self._proc: subprocess.Popen[bytes] | None = None
+        self._in_sandbox = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -132,6 +133,7 @@ class LocalBackend(Backend):
                     child_env, cwd = self.child_environment(env, workdir, result_fd), workdir
                 child_env[LIFELINE_ENV] = str(lifeline_read)
                 fds = (lifeline_read, result_fd, *(launch.pass_fds if launch else ()))
+                self._in_sandbox = launch is not None
                 proc = self._start(env, command, child_env, cwd, fds)
             except BaseException:
                 os.close(lifeline_write)
@@ -151,7 +153,7 @@ class LocalBackend(Backend):
             finally:
                 with self._lock:
                     self._proc = None
-                _process.terminate(proc, self.kill_grace)
+                _process.terminate(proc, self.kill_grace, sandboxed=launch is not None)
                 os.close(lifeline_write)
                 if launch is not None:
                     launch.finished()
@@ -179,7 +181,7 @@ class LocalBackend(Backend):
         if proc is None or proc.poll() is not None:
             return
         tree = _process.descendants(proc.pid)
-        _process.signal_tree(proc.pid, tree, signal.SIGTERM)
+        _process.signal_tree(proc.pid, tree, signal.SIGTERM, include_leader=not self._in_sandbox)
 
         def escalate() -> None:
             if proc.poll() is None or _process.descendants(proc.pid):

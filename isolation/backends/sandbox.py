@@ -180,7 +180,8 @@ def base_prefixes(venv: Path) -> list[Path]:
         lines = (venv / "pyvenv.cfg").read_text().splitlines()
     except OSError:
         raise ConfigurationError(
-            f"{venv} has no pyvenv.cfg: it is not a virtualenv", hint="rebuild the environment"
+            f"{venv} has no pyvenv.cfg: it is not a virtualenv",
+            hint="rebuild the environment: python -m isolation.environments build NAME --force",
         ) from None
     for line in lines:
         key, _, value = line.partition("=")

@@ -53,9 +53,14 @@ def environment_report(conn_id: str, variable: str) -> dict[str, Any]:
 
 
 def sleep_with_child(seconds: float) -> None:
-    """Starts a grandchild process, says who is who, then sleeps."""
+    """Starts a grandchild process, says who is who, then sleeps.
+
+    In a sandbox the pids are the sandbox's own; ``pidns`` (the PID namespace's inode)
+    lets the host find every process of the sandbox.
+    """
     child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
-    print(f"sleeping runtime_pid={os.getpid()} child_pid={child.pid}", flush=True)
+    pidns = os.stat("/proc/self/ns/pid").st_ino
+    print(f"sleeping runtime_pid={os.getpid()} child_pid={child.pid} pidns={pidns}", flush=True)
     time.sleep(seconds)
 
 

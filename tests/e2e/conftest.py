@@ -92,6 +92,8 @@ def _fake_envs(legacy_python: Path) -> None:
     broken.parent.mkdir(parents=True)
     broken.write_text("#!/bin/sh\necho 'python: error while loading shared libraries: libpython3.so' >&2\nexit 127\n")
     broken.chmod(0o755)
+    # A virtualenv in form (the sandbox binds its base interpreter), whose interpreter fails.
+    (broken.parent.parent / "pyvenv.cfg").write_text("home = /usr/bin\n")
     marker("e2e-broken-python", broken)
     HostKeyring.open(KEYRING).save_recipient(Keyset.generate_recipient("e2e-broken-python"))
     # Built and runnable, but the host keyring has no public keys for it.

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,21 +123,47 @@ def split_logs(output: str) -> dict[str, str]:
     return {task: "\n".join(lines) for task, lines in logs.items()}
 
 
-def runtime_processes(tmp_prefix: str) -> list[int]:
-    """Live isolated-runtime processes started by this session (their result path is under our TMPDIR)."""
+def sandboxed_processes() -> list[int]:
+    """Live processes of isolated tasks on this machine: in a sandbox's PID namespace, with its keys path."""
+    own = os.stat("/proc/self/ns/pid").st_ino
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
+            if os.stat(f"/proc/{entry}/ns/pid").st_ino == own:
+                continue
             environ = Path(f"/proc/{entry}/environ").read_bytes()
-            with open(f"/proc/{entry}/stat") as handle:
-                state = handle.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state not in ("Z", "X") and f"ISOLATION_RESULT_PATH={tmp_prefix}".encode() in environ:
+        if b"ISOLATION_KEYS_DIR=/run/isolation/keys" in environ and alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+def namespace_processes(pidns: int) -> list[int]:
+    """Host pids of the live processes in the PID namespace with inode ``pidns`` (a sandbox)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            inode = os.stat(f"/proc/{entry}/ns/pid").st_ino
+        except OSError:
+            continue
+        if inode == pidns and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def wait_namespace_empty(pidns: int, timeout: float) -> list[int]:
+    """The processes of sandbox ``pidns`` still alive after up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    left = namespace_processes(pidns)
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = namespace_processes(pidns)
+    return left
 
 
 def alive(pid: int) -> bool:

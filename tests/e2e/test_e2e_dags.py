@@ -8,7 +8,7 @@ import os
 
 import pytest
 from conftest import HOST_ONLY_SECRET, TMP
-from harness import alive, leftover_temp, run_dag, runtime_processes
+from harness import leftover_temp, run_dag, sandboxed_processes, wait_namespace_empty
 from secrets_data import CONN_PASSWORD, VAR_SECRET
 
 pytestmark = [pytest.mark.envs, pytest.mark.slow]
@@ -91,10 +91,10 @@ def test_timeout_ends_the_isolated_process_tree(airflow_env):
     assert run.states["too_slow"] == "failed"
     log = run.logs["too_slow"]
     assert "AirflowTaskTimeout" in log or "Timeout" in log
-    pids = [int(part.split("=")[1]) for part in log.split() if part.startswith(("runtime_pid=", "child_pid="))]
-    assert len(pids) == 2, log[-2000:]
-    assert not [pid for pid in pids if alive(pid)]
-    assert runtime_processes(str(TMP)) == []
+    # The pids are the sandbox's own; its PID namespace names every process it held.
+    namespaces = [int(part.split("=")[1]) for part in log.split() if part.startswith("pidns=")]
+    assert len(namespaces) == 1, log[-2000:]
+    assert wait_namespace_empty(namespaces[0], 10) == []
     assert leftover_temp(TMP) == []
 
 
@@ -119,5 +119,5 @@ def test_bad_input_fails_clearly_and_leaves_nothing(airflow_env):
         log = run.logs[task_id]
         assert message in log, (task_id, log[-2500:])
         assert hint in log, (task_id, log[-2500:])
-    assert runtime_processes(str(TMP)) == []
+    assert sandboxed_processes() == []
     assert leftover_temp(TMP) == []

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from conftest import TMP
-from harness import DAGS, alive, finish, leftover_temp, runtime_processes, start_dag
+from harness import DAGS, finish, leftover_temp, namespace_processes, start_dag, wait_namespace_empty
 
 ROOT = Path(__file__).resolve().parents[2]
-_PIDS = re.compile(r"sleeping runtime_pid=(\d+) child_pid=(\d+)")
+_PIDS = re.compile(r"sleeping runtime_pid=(\d+) child_pid=(\d+) pidns=(\d+)")
 
 
-def _wait_for_isolated_pids(proc) -> tuple[list[str], list[int]]:
-    """Read the DAG run's output until the isolated task reports its pids; both must be alive."""
+def _wait_for_isolated_pids(proc) -> tuple[list[str], int]:
+    """Read the DAG run's output until the isolated task reports its sandbox; it must hold both processes."""
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 120
@@ -29,9 +29,9 @@ def _wait_for_isolated_pids(proc) -> tuple[list[str], list[int]]:
         lines.append(line)
         match = _PIDS.search(line)
         if match:
-            pids = [int(match.group(1)), int(match.group(2))]
-            assert all(alive(pid) for pid in pids)
-            return lines, pids
+            pidns = int(match.group(3))
+            assert len(namespace_processes(pidns)) >= 2, "the sandbox should hold the runtime and its child"
+            return lines, pidns
     raise AssertionError("".join(lines)[-3000:])
 
 
@@ -40,7 +40,7 @@ def _wait_for_isolated_pids(proc) -> tuple[list[str], list[int]]:
 def test_killing_the_task_kills_the_isolated_tree(airflow_env):
     proc = start_dag("e2e_kill")
     try:
-        lines, pids = _wait_for_isolated_pids(proc)
+        lines, pidns = _wait_for_isolated_pids(proc)
         # What the Airflow supervisor does to a task it stops: SIGTERM to the task process.
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=120)
@@ -52,11 +52,7 @@ def test_killing_the_task_kills_the_isolated_tree(airflow_env):
     assert run.states["long"] == "failed"
     # The runtime ran the operator's on_kill and said why it stopped.
     assert "the isolated task was terminated by signal 15" in run.logs["long"], run.logs["long"][-3000:]
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in pids if alive(pid)], "an isolated process outlived the task"
-    assert runtime_processes(str(TMP)) == []
+    assert wait_namespace_empty(pidns, 10) == [], "an isolated process outlived the task"
     assert leftover_temp(TMP) == []
 
 
@@ -66,17 +62,14 @@ def test_a_host_killed_without_warning_takes_the_isolated_tree_with_it(airflow_e
     # SIGKILL gives the host no chance to run on_kill: only the lifeline pipe tells the runtime.
     proc = start_dag("e2e_kill")
     try:
-        _, pids = _wait_for_isolated_pids(proc)
+        _, pidns = _wait_for_isolated_pids(proc)
         proc.kill()
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    deadline = time.monotonic() + 15
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in pids if alive(pid)], "an isolated process outlived a SIGKILLed host"
+    assert wait_namespace_empty(pidns, 15) == [], "an isolated process outlived a SIGKILLed host"
 
 
 class _Forbidden(AssertionError):

@@ -77,7 +77,7 @@ def test_child_environment_is_an_allow_list(backend, monkeypatch, tmp_path):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("TZ", "Europe/Paris")
-    outcome, _, result_path = run(backend, {"result": "report"})
+    outcome, _, _ = run(backend, {"result": "report"})
     report = json.loads(outcome.result)["return_value"]
     env = report["env"]
     env.pop("PWD", None)  # set by the fake environment's /bin/sh wrapper, not by the backend
@@ -226,7 +226,8 @@ def test_log_volume_is_capped_with_one_clear_line(tmp_path, tmpdir_env):
     limited = dataclasses.replace(env, settings=SandboxSettings("none", "host", small))
     backend.locate = lambda name: limited  # type: ignore[method-assign]
     lines: list[str] = []
-    outcome, _, _ = run(backend, {"lines": [f"line {i:04d} " + "x" * 90 for i in range(200)], "result": "report"}, lines)
+    script = {"lines": [f"line {i:04d} " + "x" * 90 for i in range(200)], "result": "report"}
+    outcome, _, _ = run(backend, script, lines)
     assert outcome.exit_code == 0
     task = _task_lines(lines)
     assert sum(len(line) + 1 for line in task) <= 4096
