@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -266,7 +266,7 @@ class IsolatedOperator(BaseOperator):
             len(xcom_inputs),
         )
         outcome = backend.run(environment, seal, self._log_line)
-        result = _interpret(outcome, environment)
+        result = _interpret(outcome, environment, self._log_masker)
         ti = context["ti"]
         for xcom in result.xcoms:
             ti.xcom_push(key=xcom.key, value=xcom.value)
@@ -452,8 +452,8 @@ def _seal(
     return seal_envelope(payload, signer=keys.signer, recipient=keys.recipient, lifetime=lifetime)
 
 
-def _tail(outcome: RunOutcome) -> str:
-    lines = [line for line in outcome.log_tail if line.strip()][-5:]
+def _tail(outcome: RunOutcome, mask: Callable[[str], str] = str) -> str:
+    lines = [mask(line) for line in outcome.log_tail if line.strip()][-5:]
     return ("; last log lines:\n" + "\n".join(lines)) if lines else ""
 
 
@@ -461,8 +461,12 @@ def _clip(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + " [...]"
 
 
-def _interpret(outcome: RunOutcome, environment: str) -> IsolationResult:
-    """The result of a successful run; every other ending becomes its Airflow outcome."""
+def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str] = str) -> IsolationResult:
+    """The result of a successful run; every other ending becomes its Airflow outcome.
+
+    ``mask`` is the host's masker: the isolated side's words (its error, its last log
+    lines) go into exceptions that Airflow prints wherever it prints tracebacks.
+    """
     rebuild = f"rebuild the environment: python -m isolation.environments build {environment}"
     where = f"environment {environment!r}"
     if outcome.killed_by is not None:
@@ -470,12 +474,13 @@ def _interpret(outcome: RunOutcome, environment: str) -> IsolationResult:
     code = outcome.exit_code
     if code == EXIT_CANNOT_START:
         raise IsolatedTaskFailed(
-            f"the isolation runtime in {where} could not start (exit code 2){_tail(outcome)}",
+            f"the isolation runtime in {where} could not start (exit code 2){_tail(outcome, mask)}",
             hint="check the environment's keys directory and that it was built by this version; " + rebuild,
         )
     if code not in OUTCOME_OF_EXIT:
         raise IsolatedTaskFailed(
-            f"the interpreter of {where} exited with code {code} before the isolation runtime ran{_tail(outcome)}",
+            f"the interpreter of {where} exited with code {code} before the isolation runtime ran"
+            + _tail(outcome, mask),
             hint="is apache-airflow-providers-isolation installed in it? " + rebuild,
         )
     result = parse_result(outcome.result, environment=environment) if outcome.result is not None else None
@@ -486,7 +491,7 @@ def _interpret(outcome: RunOutcome, environment: str) -> IsolationResult:
             hint="the environment's isolation runtime does not follow the contract; " + rebuild,
         )
     error = result.error if result is not None else None
-    message = _clip(f"{error.type}: {error.message}") if error is not None else None
+    message = _clip(mask(f"{error.type}: {error.message}")) if error is not None else None
     if code == EXIT_SUCCESS:
         if result is None:
             raise IsolatedTaskFailed(f"the isolated task in {where} succeeded but wrote no result", hint=rebuild)
@@ -494,11 +499,11 @@ def _interpret(outcome: RunOutcome, environment: str) -> IsolationResult:
     if code == EXIT_SKIPPED:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        reason = error.message if error is not None else "skipped"
+        reason = mask(error.message) if error is not None else "skipped"
         raise AirflowSkipException(_clip(f"skipped in isolated {where}: {reason}"))
     if code == EXIT_REJECTED:
         raise IsolatedTaskRejected(
-            f"{where} rejected the envelope: {message or 'no detail'}{'' if message else _tail(outcome)}",
+            f"{where} rejected the envelope: {message or 'no detail'}{'' if message else _tail(outcome, mask)}",
             hint=_reject_hint(message or "".join(outcome.log_tail)),
         )
     if code == EXIT_VIOLATION:
@@ -508,7 +513,7 @@ def _interpret(outcome: RunOutcome, environment: str) -> IsolationResult:
         )
     assert code == EXIT_FAILED
     if message is None:
-        raise IsolatedTaskFailed(f"the isolated task in {where} failed before writing a result{_tail(outcome)}")
+        raise IsolatedTaskFailed(f"the isolated task in {where} failed before writing a result{_tail(outcome, mask)}")
     raise IsolatedTaskFailed(
         f"the isolated task in {where} failed: {message}",
         hint=_failure_hint(error.type if error else "", environment),

@@ -73,3 +73,28 @@ def test_airflows_secret_mask_adapter_adds_spellings(monkeypatch: pytest.MonkeyP
     assert masker.mask("<b>pass&amp;word&lt;1</b>") == "<b>***</b>"
     monkeypatch.delenv("AIRFLOW__LOGGING__SECRET_MASK_ADAPTER")
     assert isolated._airflow_mask_adapter() is None
+
+
+def test_errors_built_from_the_isolated_side_are_masked():
+    # The last log lines and the result's error go into exceptions Airflow prints as tracebacks.
+    from isolation.backends import RunOutcome
+    from isolation.errors import IsolatedTaskFailed
+    from isolation.masking import SecretMasker
+    from isolation.operators.isolated import _interpret
+
+    secret = 'p\\ä"ss wörd-tail'
+    masker = SecretMasker([secret])
+    crashed = RunOutcome(2, None, ("starting", f"boom {secret!r}", "bye"))
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(crashed, "legacy", masker)
+    assert "boom" in str(info.value) and "***" in str(info.value)
+    assert "ss w" not in str(info.value) and "s\\\\" not in str(info.value)
+    document = {
+        "format": "isolation-result/v1",
+        "outcome": "failed",
+        "error": {"type": "ValueError", "message": f"bad {secret}"},
+    }
+    failed = RunOutcome(1, json.dumps(document).encode(), ())
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(failed, "legacy", masker)
+    assert "ValueError: bad ***" in str(info.value)
