@@ -23,6 +23,7 @@ from typing import Any
 
 from isolation.backends import sandbox
 from isolation.environments import LocalEnvironment
+from isolation.environments.settings import SandboxSettings
 from isolation.transport import seal_envelope
 from isolation.transport.payload import (
     ConnectionSpec,
@@ -144,6 +145,7 @@ def run_runtime(
     extra_env: Mapping[str, str] | None = None,
     result_path: Path | None = None,
     transport: str = "stdin",
+    settings: SandboxSettings | None = None,
 ) -> Run:
     """Run the runtime once; seal ``payload`` (with a result path under ``workdir``) if given.
 
@@ -166,8 +168,13 @@ def run_runtime(
             stdin, args = None, []
     data = stdin.encode() if isinstance(stdin, str) else stdin
     cmd = [str(env.python), "-m", "isolation.runtime", *(args if args is not None else ["--stdin"])]
-    launch = sandboxed(env, workdir, cmd)
-    child_env = scrubbed_env(env, workdir, {"ISOLATION_KEYS_DIR": sandbox.KEYS_DIR, **(extra_env or {})})
+    chosen = settings or env.settings
+    launch = sandboxed(env, workdir, cmd, chosen)
+    limits = {
+        "ISOLATION_LIMIT_MEMORY": str(chosen.limits.memory),
+        "ISOLATION_LIMIT_PROCESSES": str(chosen.limits.processes),
+    }
+    child_env = scrubbed_env(env, workdir, {"ISOLATION_KEYS_DIR": sandbox.KEYS_DIR, **limits, **(extra_env or {})})
     try:
         done = subprocess.run(
             launch.argv,
@@ -193,10 +200,12 @@ def run_runtime(
     )
 
 
-def sandboxed(env: LocalEnvironment, workdir: Path, cmd: list[str]) -> sandbox.Launch:
+def sandboxed(
+    env: LocalEnvironment, workdir: Path, cmd: list[str], settings: SandboxSettings | None = None
+) -> sandbox.Launch:
     """``cmd`` in the environment's sandbox, with the test code and ``workdir`` visible."""
     return sandbox.command(
-        env.settings,
+        settings or env.settings,
         venv=env.venv,
         keys_dir=env.keys_dir,
         program=cmd,

@@ -337,3 +337,46 @@ def __getattr__(name: str) -> Any:
         globals()[name] = cls
         return cls
     raise AttributeError(name)
+
+
+def fork_many(count: int) -> dict[str, Any]:
+    """Start ``count`` sleeping processes at once; report how many the sandbox allowed."""
+    import subprocess
+
+    started, error = [], None
+    try:
+        for _ in range(count):
+            started.append(subprocess.Popen(["sleep", "30"]))
+    except OSError as exc:
+        error = type(exc).__name__ + ": " + (exc.strerror or "")
+    for proc in started:
+        proc.kill()
+        proc.wait()
+    return {"started": len(started), "error": error}
+
+
+def allocate(megabytes: int) -> dict[str, Any]:
+    """Touch ``megabytes`` of memory; report whether the sandbox allowed it."""
+    try:
+        block = bytearray(megabytes * 2**20)
+        block[::4096] = b"x" * len(block[::4096])
+    except MemoryError:
+        return {"allocated": False}
+    return {"allocated": True}
+
+
+def fill_tmp(megabytes: int) -> dict[str, Any]:
+    """Write ``megabytes`` into /tmp (the sandbox's tmpfs); report where it stopped."""
+    import tempfile
+
+    written = 0
+    try:
+        with tempfile.NamedTemporaryFile(dir="/tmp") as handle:  # the sandbox's own tmpfs
+            chunk = b"x" * 2**20
+            for _ in range(megabytes):
+                handle.write(chunk)
+                handle.flush()
+                written += 1
+    except OSError as exc:
+        return {"written_mb": written, "error": type(exc).__name__ + ": " + (exc.strerror or "")}
+    return {"written_mb": written, "error": None}
