@@ -1,10 +1,10 @@
-"""Per-task cgroups for the process and memory limits, where this worker may make them.
+"""Per-task cgroups for the process limit of a worker that runs as root.
 
-``RLIMIT_NPROC`` binds an ordinary user but not root (the kernel exempts uid 0), and
-``RLIMIT_AS`` counts address space, not memory in use. So when the worker can create a
-cgroup below its own (cgroup v1 controllers writable by it, or a cgroup v2 subtree
-delegated to it with the controllers enabled), each task gets one with ``pids.max`` and a
-memory cap, and the sandbox is started inside it through ``/bin/sh`` writing its own pid
+``RLIMIT_NPROC`` binds an ordinary user (counted per user namespace, so per sandbox) but
+not root: the kernel exempts uid 0. So a root worker that can create a cgroup below its
+own (a cgroup v1 controller writable by it, or a cgroup v2 subtree delegated to it with
+the controller enabled), each task gets one with ``pids.max`` (and, when asked, a memory
+cap), and the sandbox is started inside it through ``/bin/sh`` writing its own pid
 into ``cgroup.procs`` before it ``exec``s bubblewrap: nothing of the task ever runs
 outside. Where no cgroup can be made, the runtime's rlimits are what remains, and the
 task log says so.
@@ -78,8 +78,12 @@ def _make(parent: Path, settings: dict[str, str]) -> Path | None:
     return None
 
 
-def create(memory: int, processes: int) -> TaskCgroup | None:
-    """A fresh cgroup (or one per v1 controller) with the limits; None when none can be made."""
+def create(memory: int, processes: int, *, with_memory: bool = True) -> TaskCgroup | None:
+    """A fresh cgroup (or one per v1 controller) with the limits; None when none can be made.
+
+    ``with_memory=False`` limits processes only: each cgroup a task joins costs it one
+    cgroup migration (milliseconds on kernels without ``favordynmods``).
+    """
     own = _own_paths()
     unified = _ROOT / "cgroup.controllers"
     if unified.exists() and "" in own:
@@ -89,7 +93,7 @@ def create(memory: int, processes: int) -> TaskCgroup | None:
         except OSError:
             return None
         wanted = {"pids.max": str(processes)} if "pids" in enabled else {}
-        if "memory" in enabled:
+        if with_memory and "memory" in enabled:
             wanted.update({"memory.max": str(memory), "memory.swap.max": "0"})
         made = _make(parent, wanted) if wanted else None
         if made is None:
@@ -98,10 +102,10 @@ def create(memory: int, processes: int) -> TaskCgroup | None:
         return TaskCgroup((made,), tuple(name for name, key in named if key in wanted))
     made_dirs: list[Path] = []
     enforced: list[str] = []
-    for controller, limit_name, settings in (
-        ("pids", "processes", {"pids.max": str(processes)}),
-        ("memory", "memory", {"memory.limit_in_bytes": str(memory)}),
-    ):
+    controllers = [("pids", "processes", {"pids.max": str(processes)})]
+    if with_memory:
+        controllers.append(("memory", "memory", {"memory.limit_in_bytes": str(memory)}))
+    for controller, limit_name, settings in controllers:
         if controller not in own or not (_ROOT / controller).is_dir():
             continue
         made = _make(_ROOT / controller / own[controller].lstrip("/"), settings)

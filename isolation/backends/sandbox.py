@@ -52,23 +52,17 @@ HOSTNAME = "isolated"
 # holds credentials or configures the host's services.
 ETC_FILES = (
     "/etc/alternatives",
-    "/etc/ca-certificates.conf",
     "/etc/ssl",
     "/etc/pki",
     "/etc/crypto-policies",
     "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
     "/etc/localtime",
-    "/etc/timezone",
-    "/etc/mime.types",
     "/etc/os-release",
     "/etc/nsswitch.conf",
-    "/etc/host.conf",
     "/etc/hosts",
-    "/etc/gai.conf",
     "/etc/protocols",
     "/etc/services",
+    "/etc/mime.types",
 )
 NETWORK_ETC_FILES = ("/etc/resolv.conf",)
 # Top-level directories that are symlinks into /usr on merged-/usr systems.
@@ -286,7 +280,10 @@ def command(
     launch = _bwrap_argv(bwrap, settings, binds=binds, env_name=env_name, passwd=_passwd_line())
     launch.argv += list(program)
     limits = settings.limits
-    launch.cgroup = _cgroup.create(limits.memory, limits.processes)
+    # An ordinary user's RLIMIT_NPROC (set by the runtime) already bounds the sandbox;
+    # only root, whom the kernel exempts from it, pays for a cgroup. Memory: RLIMIT_AS.
+    if os.getuid() == 0:
+        launch.cgroup = _cgroup.create(limits.memory, limits.processes, with_memory=False)
     if launch.cgroup is not None:
         launch.argv = launch.cgroup.launcher() + launch.argv
     return launch
