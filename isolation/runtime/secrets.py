@@ -9,16 +9,17 @@ with ``options.export_secrets_to_env``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
+
+from isolation.masking import MIN_LENGTH, secret_strings
 
 if TYPE_CHECKING:
     from isolation.transport.payload import ConnectionSpec, Payload
 
 # Shorter values would mask ordinary words and digits all over the log.
-MIN_MASKED_LENGTH = 3
+MIN_MASKED_LENGTH = MIN_LENGTH
 
 _connections: dict[str, ConnectionSpec] = {}
 _variables: dict[str, str] = {}
@@ -72,30 +73,10 @@ def export_to_environment(environ: MutableMapping[str, str]) -> None:
         environ[f"AIRFLOW_VAR_{key.upper()}"] = value
 
 
-def _string_leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _string_leaves(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _string_leaves(item)
-
-
 def secret_values(payload: Payload) -> list[str]:
     """Every string to hide from logs, errors and the result's error message.
 
-    The payload's own list (passwords, logins, extras, variable values), plus the
-    string leaves of JSON extras and variables (a token inside an extra is logged on
-    its own), plus each line of a multi-line value (logs are redacted line by line).
+    The payload's own list (passwords, logins, extras, variable values), expanded as the
+    host expands it (:func:`isolation.masking.secret_strings`): JSON leaves, lines.
     """
-    found: set[str] = set()
-    for value in payload.secret_values():
-        found.add(value)
-        with contextlib.suppress(ValueError):
-            found.update(_string_leaves(json.loads(value)))
-    for value in list(found):
-        if "\n" in value:
-            found.update(line.strip() for line in value.splitlines())
-    return sorted(v for v in found if len(v) >= MIN_MASKED_LENGTH)
+    return secret_strings(payload.secret_values(), min_length=MIN_MASKED_LENGTH)
