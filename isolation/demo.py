@@ -188,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if CONNECTION_PASSWORD in log_text:
             print("demo: the connection password appeared in the log: masking failed", file=sys.stderr)
             return 1
+        _print_sandboxes(log_text)
         ok = str(getattr(dag_run.state, "value", dag_run.state)) == "success"
         return 0 if ok else 1
     except IsolationError as exc:
@@ -224,6 +225,16 @@ def _print(rows: list[dict[str, Any]], dag_run: Any, took: float, log: Path | No
     )
     if log is not None:
         print("Airflow's full log, with each isolated task's output: --verbose shows it live, --keep keeps " + str(log))
+
+
+def _print_sandboxes(log_text: str) -> None:
+    """What the backend said about each isolated task's confinement (one line per task)."""
+    import re
+
+    seen = re.findall(r"isolation: environment '([^']+)': (sandbox: [^;\n]+(?:; network: \w+)?)", log_text)
+    for name, how in sorted(set(seen)):
+        count = sum(1 for item in seen if item == (name, how))
+        print(f"Isolated tasks in {name!r} ({count}): {how}.")
 
 
 def _isolated_tasks() -> dict[str, str]:
