@@ -65,7 +65,8 @@ Adapter = Callable[[str], "str | Iterable[str]"]
 def variants(secret: str) -> set[str]:
     """The spellings of ``secret`` a log may show: itself, escaped and quoted forms.
 
-    The ``repr`` body (of the string and of its UTF-8 bytes), the JSON string body with and
+    The ``repr`` and ``ascii`` bodies (of the string; ``repr`` also of its UTF-8 bytes),
+    the JSON string body with and
     without ``ensure_ascii``, and the URL-quoted forms: ``quote`` with ``safe=""`` (how
     Airflow writes a connection URI), ``quote`` with its default ``safe="/"`` (what Airflow
     itself registers for passwords) and ``quote_plus`` (form encoding).
@@ -73,6 +74,7 @@ def variants(secret: str) -> set[str]:
     forms = {
         secret,
         repr(secret)[1:-1],
+        ascii(secret)[1:-1],
         json.dumps(secret)[1:-1],
         json.dumps(secret, ensure_ascii=False)[1:-1],
     }

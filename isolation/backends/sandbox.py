@@ -247,12 +247,18 @@ def _bwrap_argv(
     for path in etc:
         argv += ["--ro-bind-try", path, path]
     argv += ["--ro-bind-data", str(passwd_fd), "/etc/passwd", "--ro-bind-data", str(group_fd), "/etc/group"]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+    # A root worker's sandbox is uid 0 on the host: without this it could write the
+    # kernel's global settings (kernel.core_pattern, ...), which bubblewrap leaves writable.
+    argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
+    argv += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev"]
     size = str(settings.limits.tmp)
     argv += ["--size", size, "--tmpfs", TMP, "--size", size, "--tmpfs", SHM]
     argv += ["--dir", HOME, "--dir", WORKDIR]
     for bind in binds:
         argv += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
+    # Everything but the size-limited tmpfs mounts is read-only: the sandbox's own root and
+    # /dev are in-memory file systems no limit would otherwise bound.
+    argv += ["--remount-ro", "/", "--remount-ro", "/dev"]
     argv += ["--chdir", WORKDIR, "--seccomp", str(seccomp_fd), "--"]
     return Launch(argv, tuple(fds), list(fds))
 

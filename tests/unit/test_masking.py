@@ -29,6 +29,7 @@ HARD = 'p\\ä"ss wörd/&+'
 SPELLINGS = {
     "itself": HARD,
     "repr": repr(HARD)[1:-1],
+    "ascii": ascii(HARD)[1:-1],
     "json": json.dumps(HARD)[1:-1],
     "json_unicode": json.dumps(HARD, ensure_ascii=False)[1:-1],
     "quote_safe_none": quote(HARD, safe=""),
