@@ -98,6 +98,15 @@ class LocalBackend(Backend):
 
     def check(self, environment: str) -> None:
         env = self.locate(environment)
+        from isolation import __version__
+
+        if env.runtime_version is not None and env.runtime_version != __version__:
+            # A runtime of another version may not follow this host's contract or checks.
+            raise ConfigurationError(
+                f"local environment {environment!r} holds isolation runtime {env.runtime_version}, "
+                f"this host runs {__version__}",
+                hint=f"rebuild it: python -m isolation.environments build {environment}",
+            )
         if env.settings.sandboxed:
             # Before any secret is resolved: a machine without a working sandbox fails here.
             sandbox.require()

@@ -351,3 +351,14 @@ def test_probe_reports_a_working_sandbox_here():
     status = sandbox.probe()
     assert status.available, status.detail
     assert status.version and status.version.startswith("bubblewrap")
+
+
+def test_an_environment_built_with_another_runtime_version_is_refused(tmp_path):
+    fake_env(tmp_path / "envs")
+    marker_path = tmp_path / "envs" / "fake" / "environment.json"
+    marker = json.loads(marker_path.read_text())
+    marker["runtime_version"] = "1.0.1"
+    marker_path.write_text(json.dumps(marker))
+    with pytest.raises(ConfigurationError, match=r"holds isolation runtime 1\.0\.1") as info:
+        LocalBackend(tmp_path / "envs").check("fake")
+    assert "rebuild it" in info.value.diagnostics()
