@@ -61,7 +61,9 @@ def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory
         "empty_stdin": partial(raw, "empty_stdin", ""),
         "bad_flag": partial(raw, "bad_flag", text, ["--stdin", "--bogus"]),
         "missing_keys": partial(raw, "missing_keys", text, ISOLATION_KEYS_DIR=str(base / "no-such-keys")),
-        "truncated": partial(raw, "truncated", text[: len(text) // 2]),
+        # Cut to a length no base64 text can have (4k + 1): a format error whatever the
+        # envelope's length. A cut that still decodes is a signature error (tampered).
+        "truncated": partial(raw, "truncated", text[: len(text) // 8 * 4 + 1]),
         "tampered": partial(raw, "tampered", _tamper(text)),
         "expired": partial(raw, "expired", seal(environment, good, now=int(time.time()) - 7200, lifetime=60)),
         "misaddressed": partial(raw, "misaddressed", seal(other, good)),
