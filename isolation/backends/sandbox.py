@@ -285,14 +285,22 @@ def command(
     binds += extra_binds
     launch = _bwrap_argv(bwrap, settings, binds=binds, env_name=env_name, passwd=_passwd_line())
     launch.argv += list(program)
-    limits = settings.limits
-    # An ordinary user's RLIMIT_NPROC (set by the runtime) already bounds the sandbox;
-    # only root, whom the kernel exempts from it, pays for a cgroup. Memory: RLIMIT_AS.
-    if os.getuid() == 0:
-        launch.cgroup = _cgroup.create(limits.memory, limits.processes, with_memory=False)
+    launch.cgroup = task_cgroup(settings)
     if launch.cgroup is not None:
         launch.argv = launch.cgroup.launcher() + launch.argv
     return launch
+
+
+def task_cgroup(settings: SandboxSettings) -> _cgroup.TaskCgroup | None:
+    """The per-task cgroup a task joins, if any (the caller removes it when the task ends).
+
+    An ordinary user's ``RLIMIT_NPROC`` (set by the runtime) already bounds the sandbox;
+    only root, whom the kernel exempts from it, pays for a cgroup (processes only; memory
+    is ``RLIMIT_AS``).
+    """
+    if os.getuid() != 0:
+        return None
+    return _cgroup.create(settings.limits.memory, settings.limits.processes, with_memory=False)
 
 
 def environment(base: Mapping[str, str], venv: Path, settings: SandboxSettings) -> dict[str, str]:

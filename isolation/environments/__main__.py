@@ -25,7 +25,7 @@ from pathlib import Path
 import isolation
 from isolation.environments.distribution import DISTRIBUTION, SOURCE_TREE, host_runtime
 from isolation.environments.local import MARKER, build_local, envs_home, find_local
-from isolation.environments.settings import Limits
+from isolation.environments.settings import SandboxSettings
 from isolation.environments.spec import load_spec
 from isolation.errors import IsolationError
 from isolation.keyring import HostKeyring, default_keyring_path
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _doctor(home: Path | None) -> int:
     # Imported here: build and show must not need bubblewrap's support modules.
-    from isolation.backends import _cgroup, _seccomp, sandbox
+    from isolation.backends import _seccomp, sandbox
 
     status = sandbox.probe()
     healthy = status.available
@@ -69,13 +69,14 @@ def _doctor(home: Path | None) -> int:
     except IsolationError as exc:
         healthy = False
         print(f"seccomp:     {exc.diagnostics()}")
-    limits = Limits()
-    cgroup = _cgroup.create(limits.memory, limits.processes)
+    # Exactly what a task would get: a cgroup only for a root worker, processes only.
+    cgroup = sandbox.task_cgroup(SandboxSettings())
     if cgroup is None:
-        print("cgroup:      no per-task cgroup can be made here (the runtime's rlimits are what remains)")
+        reason = "not needed: RLIMIT_NPROC bounds an ordinary user's sandbox" if os.getuid() else "none can be made"
+        print(f"cgroup:      no per-task cgroup ({reason})")
     else:
         cgroup.remove()
-        print(f"cgroup:      a per-task cgroup can be made here (it enforces {', '.join(cgroup.enforces)})")
+        print(f"cgroup:      each task joins a cgroup of its own (it enforces {', '.join(cgroup.enforces)})")
     print(f"limits:      {sandbox.enforcement(sandbox.Launch([], (), cgroup=cgroup))}")
     try:
         runtime = host_runtime()

@@ -6,8 +6,8 @@
     network = "none"         # or "host": the worker's network namespace
 
     [limits]
-    memory = "4GiB"          # address space of each process (and the cgroup, where one is usable)
-    processes = 256          # processes and threads of the task at once
+    memory = "4GiB"          # address space of each process (RLIMIT_AS)
+    processes = 256          # processes and threads of the task at once (RLIMIT_NPROC; a cgroup for root)
     wall_clock = "24h"       # the sandbox is stopped after this, whatever the host's timeout
     log = "64MiB"            # task output forwarded to the host log; the rest is dropped
     tmp = "1GiB"             # the in-memory /tmp (HOME, TMPDIR, working directory)
@@ -79,12 +79,14 @@ class SandboxSettings:
         if not isinstance(data, dict):
             raise ConfigurationError(f"{where}: sandbox settings are missing", hint="rebuild the environment")
         limits = data.get("limits") or {}
+        malformed = ConfigurationError(f"{where}: sandbox settings are malformed", hint="rebuild the environment")
         try:
-            return cls(str(data["sandbox"]), str(data["network"]), Limits(**{k: int(v) for k, v in limits.items()}))
+            settings = cls(str(data["sandbox"]), str(data["network"]), Limits(**{k: int(v) for k, v in limits.items()}))
         except (KeyError, TypeError, ValueError):
-            raise ConfigurationError(
-                f"{where}: sandbox settings are malformed", hint="rebuild the environment"
-            ) from None
+            raise malformed from None
+        if settings.sandbox not in SANDBOXES or settings.network not in NETWORKS:
+            raise malformed
+        return settings
 
 
 def _size(value: Any, key: str, where: str) -> int:

@@ -16,8 +16,10 @@ the environment's private recipient key. Each measure here closes one way to tak
 - **Resource limits** (``apply_limits``): ``RLIMIT_AS`` bounds the address space and
   ``RLIMIT_NPROC`` the number of processes of this user, so a task cannot take the
   machine's memory or fork without end. Soft equals hard: the task cannot lift them.
-  ``RLIMIT_NPROC`` counts every process of the real user (in its user namespace), not
-  only this task's, and the kernel does not apply it to root.
+  ``RLIMIT_NPROC`` counts the processes of the real user in its user namespace: in the
+  local sandbox (a user namespace of its own) that is this task's processes alone. The
+  kernel does not apply it to root; the local backend gives a root worker's tasks a
+  cgroup instead (isolation.backends._cgroup).
 
 The limits come from the host in ``ISOLATION_LIMIT_MEMORY`` and
 ``ISOLATION_LIMIT_PROCESSES`` (decimal integers); ``limits_from_environ`` removes both

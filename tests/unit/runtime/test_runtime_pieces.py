@@ -129,3 +129,15 @@ def test_main_reports_a_missing_keys_directory(tmp_path: Path, capsys: pytest.Ca
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("isolation-runtime: failed (exit 2): keys directory")
     assert json.loads((tmp_path / "r").read_text())["error"]["type"] == "KeysetError"
+
+
+def test_the_result_documents_error_type_and_message_are_masked():
+    # Both come from the operator's code: an exception class may be named from data too.
+    from isolation.masking import SecretMasker
+    from isolation.runtime import result
+
+    secret = "hunter2-secret-name"
+    error_type = type(f"Bad_{secret.replace('-', '_')}", (Exception,), {})
+    masker = SecretMasker([secret, secret.replace("-", "_")])
+    doc = result.document("failed", error=error_type(f"could not log in with {secret}"), redact=masker)
+    assert doc["error"] == {"type": "Bad_***", "message": "could not log in with ***"}
