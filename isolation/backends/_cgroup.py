@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +38,56 @@ class TaskCgroup:
             str(d) for d in self.directories
         ]
 
-    def remove(self) -> None:
-        """Remove the directories (once the task's processes are gone)."""
-        for directory in self.directories:
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
+    def remove(self, timeout: float = 5.0) -> bool:
+        """Kill whatever is still in the cgroup, then remove it; whether it is gone.
+
+        The cgroup holds every process of the task, even one that escaped the process
+        tree the backend knows (re-parented, or bubblewrap gone first): kill them all.
+        """
+        deadline = time.monotonic() + timeout
+        left = list(self.directories)
+        while left:
+            for directory in list(left):
+                for pid in _members(directory):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                try:
+                    os.rmdir(directory)
+                except FileNotFoundError:
+                    left.remove(directory)
+                except OSError:
+                    continue
+                else:
+                    left.remove(directory)
+            if left:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+        return True
+
+
+def _members(directory: Path) -> list[int]:
+    try:
+        return [int(pid) for pid in (directory / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+# A cgroup older than this with no process in it was left by a worker that died.
+_STALE_SECONDS = 3600
+
+
+def _sweep(parent: Path) -> None:
+    """Remove empty per-task cgroups that dead workers left behind (rmdir of a busy one fails)."""
+    try:
+        entries = list(parent.glob("isolation-*"))
+    except OSError:
+        return
+    now = time.time()
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if now - entry.stat().st_mtime > _STALE_SECONDS and not _members(entry):
+                os.rmdir(entry)
 
 
 def _own_paths() -> dict[str, str]:
@@ -66,6 +113,7 @@ def _write(path: Path, value: str) -> bool:
 
 
 def _make(parent: Path, settings: dict[str, str]) -> Path | None:
+    _sweep(parent)
     child = parent / f"isolation-{secrets.token_hex(6)}"
     try:
         child.mkdir()
@@ -81,8 +129,8 @@ def _make(parent: Path, settings: dict[str, str]) -> Path | None:
 def create(memory: int, processes: int, *, with_memory: bool = True) -> TaskCgroup | None:
     """A fresh cgroup (or one per v1 controller) with the limits; None when none can be made.
 
-    ``with_memory=False`` limits processes only: each cgroup a task joins costs it one
-    cgroup migration (milliseconds on kernels without ``favordynmods``).
+    ``with_memory=False`` limits processes only. Joining a cgroup costs a task a cgroup
+    migration (milliseconds on kernels without ``favordynmods``; mostly for the first).
     """
     own = _own_paths()
     unified = _ROOT / "cgroup.controllers"

@@ -17,6 +17,10 @@ Why each group is refused:
   ``CLONE_NEW*`` flag; ``clone3`` answers ``ENOSYS`` so libc falls back to ``clone``),
   mounts (``mount``, ``umount2``, the new mount API, ``pivot_root``, ``chroot``),
   ``open_by_handle_at``/``name_to_handle_at`` (reach files outside the mount namespace);
+- the sandbox's end: ``prctl(PR_SET_PDEATHSIG)`` with any signal but SIGKILL, so that
+  code which takes over bubblewrap's pid 1 (through ``/proc/1/mem``) cannot keep the
+  sandbox alive after its host; ``inotify_init*`` (ENOSYS): its instances count against
+  the host user's quota, shared with the host;
 - the machine itself: ``kexec_*``, module loading, ``reboot``, ``swapon``/``swapoff``,
   clocks (``settimeofday``, ``clock_settime``, ``adjtimex``, ``clock_adjtime``),
   ``acct``, ``quotactl``, ``syslog``, ``iopl``/``ioperm``, ``vhangup``, ``uselib``.
@@ -29,6 +33,7 @@ import ctypes.util
 import errno
 import functools
 import os
+import signal
 
 from isolation.errors import ConfigurationError
 
@@ -84,8 +89,16 @@ DENIED = (
     "nfsservctl",
 )
 """Refused with EPERM."""
-NOT_IMPLEMENTED = ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register")
-"""Refused with ENOSYS, so callers fall back (glibc uses clone when clone3 is missing)."""
+NOT_IMPLEMENTED = (
+    "clone3",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "inotify_init",
+    "inotify_init1",
+)
+"""Refused with ENOSYS, so callers fall back (glibc uses clone when clone3 is missing;
+file watchers poll without inotify, whose instances count against the host user's quota)."""
 
 # Flags of clone(2) that create namespaces.
 _CLONE_NEW = {
@@ -99,7 +112,10 @@ _CLONE_NEW = {
     "CLONE_NEWTIME": 0x00000080,
 }
 _ACT_ALLOW = 0x7FFF0000
+_CMP_NE = 1
+_CMP_EQ = 4
 _CMP_MASKED_EQ = 7
+_PR_SET_PDEATHSIG = 1
 
 
 def _act_errno(code: int) -> int:
@@ -164,6 +180,17 @@ def filter_program() -> bytes:
             _add(lib, ctx, _act_errno(errno.EPERM), name)
         for name in NOT_IMPLEMENTED:
             _add(lib, ctx, _act_errno(errno.ENOSYS), name)
+        # Only SIGKILL as a parent-death signal: bubblewrap's pid 1 holds SIGKILL, set before
+        # this filter; code that took it over (writing /proc/1/mem needs no ptrace) must not
+        # clear it, or the sandbox would outlive its host.
+        _add(
+            lib,
+            ctx,
+            _act_errno(errno.EPERM),
+            "prctl",
+            _ArgCmp(0, _CMP_EQ, _PR_SET_PDEATHSIG, 0),
+            _ArgCmp(1, _CMP_NE, signal.SIGKILL, 0),
+        )
         for flag in _CLONE_NEW.values():
             # clone(flags, ...): argument 0 on every architecture we run on.
             _add(lib, ctx, _act_errno(errno.EPERM), "clone", _ArgCmp(0, _CMP_MASKED_EQ, flag, flag))

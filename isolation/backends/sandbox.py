@@ -65,6 +65,21 @@ ETC_FILES = (
     "/etc/mime.types",
 )
 NETWORK_ETC_FILES = ("/etc/resolv.conf",)
+# /proc files only root may read (physical page maps, kernel allocator and timer state,
+# the host's keyrings): hidden from a root worker's sandbox, whose uid 0 is the host's.
+ROOT_ONLY_PROC_FILES = (
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "slabinfo",
+    "timer_list",
+    "vmallocinfo",
+    "pagetypeinfo",
+    "keys",
+    "key-users",
+    "kallsyms",
+    "sched_debug",
+)
 # Top-level directories that are symlinks into /usr on merged-/usr systems.
 _TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
@@ -250,7 +265,13 @@ def _bwrap_argv(
     # A root worker's sandbox is uid 0 on the host: without this it could write the
     # kernel's global settings (kernel.core_pattern, ...), which bubblewrap leaves writable.
     argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
-    argv += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev"]
+    argv += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
+    if os.getuid() == 0:
+        # Mode 0400 files of root's: a root worker's sandbox owns them. Nothing a task needs.
+        for name in ROOT_ONLY_PROC_FILES:
+            if os.path.exists(f"/proc/{name}"):  # the sandbox's /proc has the same files
+                argv += ["--ro-bind", "/dev/null", f"/proc/{name}"]
+    argv += ["--dev", "/dev"]
     size = str(settings.limits.tmp)
     argv += ["--size", size, "--tmpfs", TMP, "--size", size, "--tmpfs", SHM]
     argv += ["--dir", HOME, "--dir", WORKDIR]
@@ -295,12 +316,12 @@ def task_cgroup(settings: SandboxSettings) -> _cgroup.TaskCgroup | None:
     """The per-task cgroup a task joins, if any (the caller removes it when the task ends).
 
     An ordinary user's ``RLIMIT_NPROC`` (set by the runtime) already bounds the sandbox;
-    only root, whom the kernel exempts from it, pays for a cgroup (processes only; memory
-    is ``RLIMIT_AS``).
+    only root, whom the kernel exempts from it, pays for a cgroup, which then also caps
+    the memory ``RLIMIT_AS`` does not count (memory files, tmpfs, pipes).
     """
     if os.getuid() != 0:
         return None
-    return _cgroup.create(settings.limits.memory, settings.limits.processes, with_memory=False)
+    return _cgroup.create(settings.limits.memory, settings.limits.processes)
 
 
 def environment(base: Mapping[str, str], venv: Path, settings: SandboxSettings) -> dict[str, str]:
