@@ -191,3 +191,38 @@ def test_memory_files_count_against_the_memory_limit_of_a_root_worker(modern: Lo
         launch.finished()
     assert "wrote 1.5 GiB" not in done.stdout
     assert done.returncode != 0
+
+
+CONFINEMENT = r"""
+import json, os
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
+names = ("ipc", "uts", "pid", "mnt", "net", "user", "cgroup")
+print(json.dumps({
+    "cap_eff": status["CapEff"].strip(),
+    "cap_prm": status["CapPrm"].strip(),
+    "cap_bnd": status["CapBnd"].strip(),
+    "no_new_privs": status["NoNewPrivs"].strip(),
+    "seccomp": status["Seccomp"].strip(),
+    "namespaces": {name: os.stat(f"/proc/self/ns/{name}").st_ino for name in names},
+    "hostname": os.uname().nodename,
+    "sid": os.getsid(0),
+    "pid": os.getpid(),
+    "tty": os.path.exists("/dev/tty") and os.isatty(0),
+}))
+"""
+
+
+def test_no_capabilities_no_new_privileges_and_namespaces_of_its_own(modern: LocalEnvironment, tmp_path: Path) -> None:
+    import json
+
+    done = _run(modern, tmp_path, CONFINEMENT)
+    assert done.returncode == 0, done.stderr
+    inside = json.loads(done.stdout.strip().splitlines()[-1])
+    assert inside["cap_eff"] == inside["cap_prm"] == inside["cap_bnd"] == "0000000000000000", inside
+    assert inside["no_new_privs"] == "1" and inside["seccomp"] == "2", inside
+    for name, inode in inside["namespaces"].items():
+        assert inode != os.stat(f"/proc/self/ns/{name}").st_ino, f"the sandbox shares the host's {name} namespace"
+    assert inside["hostname"] == sandbox.HOSTNAME
+    # --new-session: the session was made inside the sandbox (a host session would show as
+    # 0, its leader being outside the PID namespace), with no terminal to inject into.
+    assert inside["sid"] in (1, inside["pid"]) and not inside["tty"]
