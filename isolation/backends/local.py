@@ -177,7 +177,11 @@ class LocalBackend(Backend):
                     hint=f"raise [limits] wall_clock in environments/{environment}/isolation.toml and rebuild, "
                     "or make the task faster",
                 )
-            return RunOutcome(code, _read_result(result_fd), tuple(pumped.tail))
+            result = _read_result(result_fd)
+            failure = sandbox.startup_failure(code, pumped.tail) if launch is not None and result is None else None
+            if failure is not None:
+                raise failure
+            return RunOutcome(code, result, tuple(pumped.tail))
         finally:
             os.close(result_fd)
             if workdir is not None:

@@ -175,11 +175,32 @@ def probe() -> Status:
 
 
 def require() -> str:
-    """The bwrap path, or a ConfigurationError saying how to get a working sandbox."""
-    status = probe()
-    if not status.available or status.bwrap is None:
-        raise ConfigurationError(f"the local sandbox is not available: {status.detail}", hint=INSTALL_HINT)
-    return status.bwrap
+    """The bwrap path, or a ConfigurationError saying how to get a working sandbox.
+
+    Cheap on purpose (it runs for every task, in a fresh task process): bubblewrap is
+    there and the filter builds. Whether namespaces can be made here shows when the task's
+    own sandbox starts (:func:`startup_failure`); :func:`probe` tries an empty one.
+    """
+    bwrap = bwrap_path()
+    if bwrap is None or not os.access(bwrap, os.X_OK):
+        detail = "bubblewrap (bwrap) is not installed" if bwrap is None else f"{bwrap} is not an executable"
+        raise ConfigurationError(f"the local sandbox is not available: {detail}", hint=INSTALL_HINT)
+    _seccomp.filter_program()
+    return bwrap
+
+
+def startup_failure(exit_code: int, log_tail: Sequence[str]) -> ConfigurationError | None:
+    """The error to raise when bubblewrap itself could not create the sandbox, else None.
+
+    bubblewrap reports its own failures as one ``bwrap: ...`` line and exit code 1, before
+    anything of the task ran.
+    """
+    if exit_code != 1:
+        return None
+    said = [line for line in log_tail if line.startswith("bwrap: ")]
+    if not said:
+        return None
+    return ConfigurationError(f"the local sandbox could not start: {said[-1]}", hint=INSTALL_HINT)
 
 
 def base_prefixes(venv: Path) -> list[Path]:

@@ -362,3 +362,20 @@ def test_an_environment_built_with_another_runtime_version_is_refused(tmp_path):
     with pytest.raises(ConfigurationError, match=r"holds isolation runtime 1\.0\.1") as info:
         LocalBackend(tmp_path / "envs").check("fake")
     assert "rebuild it" in info.value.diagnostics()
+
+
+def test_a_sandbox_that_cannot_start_fails_with_the_fix(tmp_path, monkeypatch, tmpdir_env):
+    # What bubblewrap says where user namespaces are disabled; the task never ran.
+    fake_env(tmp_path / "envs")
+    _sandboxed_fake(tmp_path / "envs")
+    (tmp_path / "envs" / "fake" / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    bwrap = tmp_path / "bwrap"
+    bwrap.write_text("#!/bin/sh\necho 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n")
+    bwrap.chmod(0o755)
+    monkeypatch.setenv("ISOLATION_BWRAP", str(bwrap))
+    backend = LocalBackend(tmp_path / "envs")
+    backend.check("fake")  # the cheap check passes: bubblewrap is there
+    with pytest.raises(ConfigurationError, match="the local sandbox could not start: bwrap: No permissions") as info:
+        backend.run("fake", lambda path: "{}", print)
+    assert "unprivileged user namespaces" in info.value.diagnostics()
+    assert isolation_temp_dirs(str(tmpdir_env)) == set()
