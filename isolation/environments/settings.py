@@ -37,11 +37,19 @@ SETTINGS_FILE = "isolation.toml"
 SANDBOXES = ("bubblewrap", "none")
 NETWORKS = ("none", "host")
 
-_SIZE = re.compile(r"(\d+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
-_DURATION = re.compile(r"(\d+)\s*(s|m|h|d)?")
+_SIZES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZES.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_COUNT = {"": 1}
+_QUANTITY = re.compile(r"(\d+)\s*([A-Za-z]*)")
+# Each limit's units, and what an error shows as an example.
+_LIMIT_UNITS: dict[str, tuple[dict[str, int], str]] = {
+    "memory": (_SIZES, 'a size like "4GiB" or a number of bytes'),
+    "log": (_SIZES, 'a size like "64MiB" or a number of bytes'),
+    "tmp": (_SIZES, 'a size like "1GiB" or a number of bytes'),
+    "wall_clock": (_SECONDS, 'a duration like "90m", "24h" or seconds'),
+    "processes": (_COUNT, "a whole number"),
+}
 
 
 @dataclass(frozen=True)
@@ -89,22 +97,16 @@ class SandboxSettings:
         return settings
 
 
-def _size(value: Any, key: str, where: str) -> int:
+def _quantity(value: Any, key: str, where: str) -> int:
+    """A limit's value: a whole number, or (where the limit has units) a string like "4GiB"."""
+    units, example = _LIMIT_UNITS[key]
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    match = _SIZE.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise ConfigurationError(f'{where}: limits.{key} must be a size like "4GiB" or a number of bytes')
-    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
-
-
-def _duration(value: Any, key: str, where: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        raise ConfigurationError(f'{where}: limits.{key} must be a duration like "90m", "24h" or seconds')
-    return int(match.group(1)) * _SECONDS[match.group(2) or ""]
+    match = _QUANTITY.fullmatch(value.strip()) if isinstance(value, str) and units is not _COUNT else None
+    factor = units.get(match.group(2).lower()) if match else None
+    if match is None or factor is None:
+        raise ConfigurationError(f"{where}: limits.{key} must be {example}")
+    return int(match.group(1)) * factor
 
 
 def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...], where: str) -> str:
@@ -135,13 +137,7 @@ def parse_settings(text: str, where: str) -> SandboxSettings:
         )
     values: dict[str, int] = {}
     for key, value in raw.items():
-        parse = _duration if key == "wall_clock" else _size if key != "processes" else None
-        if parse is None:
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigurationError(f"{where}: limits.processes must be a whole number")
-            values[key] = value
-        else:
-            values[key] = parse(value, key, where)
+        values[key] = _quantity(value, key, where)
         minimum = getattr(_MINIMUM, key)
         if values[key] < minimum:
             raise ConfigurationError(f"{where}: limits.{key} = {value!r} is below the minimum of {minimum}")
