@@ -46,12 +46,13 @@ def main() -> int:
                 start_new_session=kind == "session",
             ).pid
         )
-    if children or script.get("announce"):
-        print("pids " + json.dumps({"runtime": os.getpid(), "children": children}), flush=True)
     if script.get("ignore_term"):
         import signal
 
+        # Before announcing: the test cancels as soon as it reads the pids line.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if children or script.get("announce"):
+        print("pids " + json.dumps({"runtime": os.getpid(), "children": children}), flush=True)
     time.sleep(script.get("sleep", 0))
     result = script.get("result")
     path = os.environ.get("ISOLATION_RESULT_PATH")
