@@ -215,7 +215,7 @@ def build_local(
     versions = json.loads(probe.stdout)
     found = versions.pop("runtime")
     check_installed(spec.name, found, runtime, just_installed=installed)
-    keys_dir = _provision_keys(spec, root / "keys", keyring)
+    keys_dir = provision_keys(spec.name, root / "keys", keyring, suite=spec.suite)
     marker.update({"name": spec.name, "python": str(python), **versions, "sandbox": spec.settings.to_dict()})
     marker.update({"runtime_version": found, "runtime_from": runtime.origin})
     (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
@@ -232,19 +232,29 @@ def build_local(
     )
 
 
-def _provision_keys(spec: EnvironmentSpec, keys_dir: Path, keyring: HostKeyring) -> Path:
-    """Keep the environment's private keyset; (re)export public halves both ways."""
+def provision_keys(name: str, keys_dir: Path, keyring: HostKeyring, *, suite: int = 1) -> Path:
+    """Give environment ``name`` its keys: keep its private keyset, export public halves both ways.
+
+    Creates the host signer keyset and the environment's recipient keyset (of ``suite``)
+    when they do not exist; never replaces an existing one. Writes the host's public
+    signer keyset into ``keys_dir`` and the environment's public keyset into the keyring.
+    """
     signer = keyring.init()
     recipient_file = keys_dir / "recipient.json"
     if recipient_file.exists():
         recipient = Keyset.load(recipient_file)
-        if recipient.name != spec.name:
-            raise ConfigurationError(f"{recipient_file} belongs to environment {recipient.name!r}, not {spec.name!r}")
+        if recipient.name != name:
+            raise ConfigurationError(f"{recipient_file} belongs to environment {recipient.name!r}, not {name!r}")
     else:
-        recipient = Keyset.generate_recipient(spec.name, suite=spec.suite)
+        recipient = Keyset.generate_recipient(name, suite=suite)
     EnvironmentKeys.provision(keys_dir, recipient, signer)
     keyring.save_recipient(recipient)
     return keys_dir
+
+
+def keys_dir_of(name: str, *, home: Path | None = None) -> Path:
+    """Where local environment ``name`` keeps its keys directory (built or not yet)."""
+    return (home or envs_home()) / check_name(name) / "keys"
 
 
 def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:

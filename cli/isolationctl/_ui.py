@@ -1,0 +1,108 @@
+"""What every command shares: exit codes, errors, consoles and JSON output."""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from isolation.errors import ConfigurationError, EnvelopeRejected, IsolationError, KeysetError, RotationError
+
+
+class ExitCode(enum.IntEnum):
+    """The exit codes of every command (the table in docs/cli.md)."""
+
+    OK = 0
+    # A check ran and found a problem: doctor, envelope verify, a deploy self-test.
+    CHECK_FAILED = 1
+    # Click's own code for a bad command line (unknown option, missing argument).
+    USAGE = 2
+    # The project, an environment or a file is missing or invalid.
+    CONFIGURATION = 3
+    # A keyset is unreadable, or a key operation was refused as unsafe.
+    KEYS = 4
+    # An envelope was refused (the reason code is in the message).
+    REJECTED = 5
+    # Building or installing an environment failed.
+    BUILD = 6
+    # Interrupted (Ctrl-C): nothing was half-written.
+    INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """An error a command reports as one line plus the fix, with its exit code."""
+
+    def __init__(self, message: str, *, hint: str = "", code: ExitCode = ExitCode.CONFIGURATION) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
+def code_of(error: IsolationError) -> ExitCode:
+    if isinstance(error, EnvelopeRejected):
+        return ExitCode.REJECTED
+    if isinstance(error, (KeysetError, RotationError)):
+        return ExitCode.KEYS
+    if isinstance(error, ConfigurationError):
+        return ExitCode.CONFIGURATION
+    return ExitCode.CONFIGURATION
+
+
+# Data goes to stdout (pipeable), everything a person reads about it to stderr.
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, *, hint: str = "", code: ExitCode = ExitCode.CONFIGURATION) -> NoReturn:
+    raise CliError(message, hint=hint, code=code)
+
+
+def report_error(message: str, hint: str = "") -> None:
+    """The one readable line (plus the fix) every failure ends in; never a traceback."""
+    lines = [part.strip() for part in message.splitlines() if part.strip()]
+    err.print(f"[bold red]error:[/] {_escape(lines[0] if lines else message)}")
+    for line in lines[1:]:
+        err.print(f"  {_escape(line)}")
+    if hint:
+        err.print(f"[bold]fix:[/] {_escape(hint)}")
+
+
+def note(message: str) -> None:
+    """A line for the person at the terminal (stderr, so stdout stays data)."""
+    err.print(_escape(message))
+
+
+def done(message: str) -> None:
+    err.print(f"[green]✓[/] {_escape(message)}")
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {_escape(message)}")
+
+
+def emit_json(data: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    grid = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*(_escape("" if cell is None else str(cell)) for cell in row))
+    out.print(grid)
+
+
+def _escape(text: str) -> str:
+    # Paths and messages may hold "[...]", which Rich would read as markup.
+    from rich.markup import escape
+
+    return escape(text)

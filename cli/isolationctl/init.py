@@ -1,0 +1,7 @@
+"""`isolationctl init` (being written)."""
+
+from __future__ import annotations
+
+
+def init() -> None:
+    """Not written yet."""
