@@ -203,27 +203,19 @@ def _lookup(keysets: Sequence[Keyset], kid: bytes, role: Purpose) -> Key:
     return found
 
 
-def open_bytes(
-    data: bytes,
-    *,
-    signers: Keyset | Sequence[Keyset],
-    recipient: Keyset,
-    audience: str | None = None,
-    subject: Subject | None = None,
-    now: int | None = None,
-    skew: int = DEFAULT_SKEW,
-    max_lifetime: int = MAX_LIFETIME,
-    supported_schemas: tuple[int, ...] = (1,),
-) -> OpenedBytes:
-    """Verify, check and decrypt a binary envelope. Raises only :class:`EnvelopeRejected`.
+@dataclass(frozen=True)
+class _Parsed:
+    """An envelope split into its parts; only the structure has been checked."""
 
-    ``audience`` defaults to the recipient keyset's environment name. ``subject``,
-    when given, must equal the header's subject exactly. A reader may pass a smaller
-    ``skew`` or ``max_lifetime``; the spec forbids larger ones (docs/envelope.md, section 11).
-    """
-    trusted = (signers,) if isinstance(signers, Keyset) else tuple(signers)
-    if type(data) is not bytes:
-        data = bytes(data)
+    header: Header
+    header_bytes: bytes
+    suite: _suites.Suite
+    sealed: memoryview  # enc || ciphertext
+    signature: memoryview
+
+
+def _parse(data: bytes) -> _Parsed:
+    """Check the prefix, the header and the body's length; no keys, no cryptography."""
     size = len(data)
     if size < _FIXED:
         raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
@@ -249,13 +241,18 @@ def open_bytes(
         raise EnvelopeRejected(R.BAD_FORMAT, "envelope is truncated")
     # Views, not copies: enc || ciphertext is contiguous on the wire and goes to HPKE as is.
     view = memoryview(data)
-    sealed = view[body_start : size - SIGNATURE_LENGTH]
-    signature = view[size - SIGNATURE_LENGTH :]
+    return _Parsed(
+        header, header_bytes, suite, view[body_start : size - SIGNATURE_LENGTH], view[size - SIGNATURE_LENGTH :]
+    )
 
+
+def _authenticate(parsed: _Parsed, trusted: Sequence[Keyset], now: int | None, skew: int, max_lifetime: int) -> None:
+    """The signature, then the lifetime and the clock: the checks before anything is decrypted."""
+    header = parsed.header
     # Origin first: nothing below runs for bytes a trusted host did not sign.
     signer_key = _lookup(trusted, header.signer_kid, Purpose.SIGNER)
-    message = _signed_message(header_bytes, sealed, suite.enc_length)
-    if not _suites.verify(signer_key.public_key(), signature, message):
+    message = _signed_message(parsed.header_bytes, parsed.sealed, parsed.suite.enc_length)
+    if not _suites.verify(signer_key.public_key(), parsed.signature, message):
         raise EnvelopeRejected(R.BAD_SIGNATURE, "signature does not verify", key_id=signer_key.kid)
     del message
 
@@ -266,6 +263,66 @@ def open_bytes(
         raise EnvelopeRejected(R.EXPIRED, f"expired {clock - header.expires_at} s ago")
     if header.issued_at > clock + skew:
         raise EnvelopeRejected(R.NOT_YET_VALID, f"issued {header.issued_at - clock} s in the future")
+
+
+def _trusted(signers: Keyset | Sequence[Keyset]) -> tuple[Keyset, ...]:
+    return (signers,) if isinstance(signers, Keyset) else tuple(signers)
+
+
+def read_header(data: bytes) -> Header:
+    """The header of a binary envelope, without keys: only its structure is checked.
+
+    Nothing in it is authenticated yet (see :func:`verify_bytes`). Raises
+    :class:`EnvelopeRejected` (``bad-format``, ``unsupported-version``).
+    """
+    return _parse(data if type(data) is bytes else bytes(data)).header
+
+
+def verify_bytes(
+    data: bytes,
+    *,
+    signers: Keyset | Sequence[Keyset],
+    now: int | None = None,
+    skew: int = DEFAULT_SKEW,
+    max_lifetime: int = MAX_LIFETIME,
+) -> Header:
+    """Check a binary envelope's signature and validity window; decrypt nothing.
+
+    The same checks, in the same order and with the same reasons, as the first part of
+    :func:`open_bytes`; audience, subject, payload schema and decryption are not checked.
+    Returns the (now authenticated) header; raises only :class:`EnvelopeRejected`.
+    """
+    trusted = _trusted(signers)
+    parsed = _parse(data if type(data) is bytes else bytes(data))
+    _authenticate(parsed, trusted, now, skew, max_lifetime)
+    return parsed.header
+
+
+def open_bytes(
+    data: bytes,
+    *,
+    signers: Keyset | Sequence[Keyset],
+    recipient: Keyset,
+    audience: str | None = None,
+    subject: Subject | None = None,
+    now: int | None = None,
+    skew: int = DEFAULT_SKEW,
+    max_lifetime: int = MAX_LIFETIME,
+    supported_schemas: tuple[int, ...] = (1,),
+) -> OpenedBytes:
+    """Verify, check and decrypt a binary envelope. Raises only :class:`EnvelopeRejected`.
+
+    ``audience`` defaults to the recipient keyset's environment name. ``subject``,
+    when given, must equal the header's subject exactly. A reader may pass a smaller
+    ``skew`` or ``max_lifetime``; the spec forbids larger ones (docs/envelope.md, section 11).
+    """
+    trusted = _trusted(signers)
+    if type(data) is not bytes:
+        data = bytes(data)
+    parsed = _parse(data)
+    _authenticate(parsed, trusted, now, skew, max_lifetime)
+    header = parsed.header
+
     expected_audience = recipient.name if audience is None else audience
     if header.audience != expected_audience:
         raise EnvelopeRejected(R.WRONG_AUDIENCE, f"sealed for environment {header.audience!r}")
@@ -278,7 +335,7 @@ def open_bytes(
     if recipient_key.algorithm.suite != header.suite:
         raise EnvelopeRejected(R.UNKNOWN_KEY, "recipient key is for another suite", key_id=recipient_key.kid)
     try:
-        plaintext = suite.open(sealed, recipient_key.private_key(), PREFIX + header_bytes)
+        plaintext = parsed.suite.open(parsed.sealed, recipient_key.private_key(), PREFIX + parsed.header_bytes)
     except KeysetError:
         raise EnvelopeRejected(
             R.UNKNOWN_KEY, "recipient keyset has no private keys", key_id=recipient_key.kid

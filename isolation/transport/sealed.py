@@ -111,3 +111,31 @@ def open_envelope(
     if subject_of(payload) != opened.header.subject:
         raise EnvelopeRejected(R.WRONG_SUBJECT, "payload context disagrees with the signed header")
     return OpenedEnvelope(opened.header, payload)
+
+
+def inspect_envelope(text: str | bytes, *, max_text_size: int = envelope.FILE_LIMIT) -> Header:
+    """The header of envelope text, read without any key and without decrypting.
+
+    Only the text encoding and the structure are checked: nothing in the header is
+    authenticated (use :func:`verify_envelope`). Raises :class:`EnvelopeRejected`.
+    """
+    return envelope.read_header(envelope.from_text(text, max_size=max_text_size))
+
+
+def verify_envelope(
+    text: str | bytes,
+    *,
+    signers: Keyset | Sequence[Keyset],
+    max_text_size: int = envelope.FILE_LIMIT,
+    now: int | None = None,
+    skew: int = envelope.DEFAULT_SKEW,
+    max_lifetime: int = envelope.MAX_LIFETIME,
+) -> Header:
+    """Check the signature and validity window of envelope text; decrypt nothing.
+
+    Returns the authenticated header. Audience, subject and payload are not checked,
+    so a valid result does not mean an environment will open it. Raises
+    :class:`EnvelopeRejected` with the same reasons :func:`open_envelope` would.
+    """
+    data = envelope.from_text(text, max_size=max_text_size)
+    return envelope.verify_bytes(data, signers=signers, now=now, skew=skew, max_lifetime=max_lifetime)
