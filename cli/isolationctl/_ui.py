@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -55,8 +56,15 @@ def code_of(error: IsolationError) -> ExitCode:
 
 
 # Data goes to stdout (pipeable), everything a person reads about it to stderr.
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+def _width(stream: Any) -> int | None:
+    # A pipe or a file has no width: do not squeeze tables into 80 columns there.
+    if os.environ.get("COLUMNS") or stream.isatty():
+        return None
+    return 200
+
+
+out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
 
 
 def fail(message: str, *, hint: str = "", code: ExitCode = ExitCode.CONFIGURATION) -> NoReturn:
@@ -92,10 +100,13 @@ def emit_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def table(
+    title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *, no_wrap: Sequence[str] = ()
+) -> None:
+    """A table on stdout; ``no_wrap`` columns (ids, paths) are never broken across lines."""
     grid = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        grid.add_column(column, overflow="fold", no_wrap=column in no_wrap)
     for row in rows:
         grid.add_row(*(_escape("" if cell is None else str(cell)) for cell in row))
     out.print(grid)

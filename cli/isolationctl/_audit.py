@@ -1,0 +1,66 @@
+"""The audit log of key commands: one JSON line per command, never key material.
+
+``<keyring>/audit.log`` (0600), appended with ``O_APPEND`` in a single write per line,
+so concurrent commands never interleave inside a line.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+AUDIT_FILE = "audit.log"
+
+
+def audit_path(keyring: Path) -> Path:
+    return keyring / AUDIT_FILE
+
+
+def record(keyring: Path, command: str, keyset: str, key_ids: Sequence[str], detail: str = "") -> None:
+    """Append one line: when, who, which command, on which keyset and key ids."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers): the uid says who
+        user = f"uid {os.getuid()}"
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "user": user,
+        "command": command,
+        "keyset": keyset,
+        "key_ids": list(key_ids),
+    }
+    if detail:
+        entry["detail"] = detail
+    keyring.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(audit_path(keyring), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read(keyring: Path) -> list[dict[str, Any]]:
+    """Every entry, oldest first; a damaged line is shown as such rather than dropped."""
+    try:
+        lines = audit_path(keyring).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = {
+                "time": "?",
+                "user": "?",
+                "command": f"(line {number} is not valid JSON)",
+                "keyset": "",
+                "key_ids": [],
+            }
+        entries.append(entry)
+    return entries
