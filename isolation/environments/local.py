@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,15 @@ from isolation.keyring import EnvironmentKeys, HostKeyring
 from isolation.transport.keyset import Keyset
 
 MARKER = "environment.json"
+# The steps of a build, in order, as reported to a ``progress`` callback.
+STEP_RESOLVE = "resolving"
+STEP_DOWNLOAD = "downloading Python"
+STEP_VENV = "creating venv"
+STEP_REQUIREMENTS = "installing requirements"
+STEP_RUNTIME = "installing runtime"
+STEP_KEYS = "provisioning keys"
+Progress = Callable[[str, str], None]
+"""Called with ``(step, what)`` as a build moves on: one of the ``STEP_*`` names and a line for a person."""
 RUNTIME_REQUIREMENTS = ("cryptography>=48", "msgpack>=1.0.5", "pydantic>=2.6")
 _PROBE = (
     "import json, sys\n"
@@ -77,8 +87,20 @@ class LocalEnvironment:
         return self.python.parent.parent
 
 
-def find_python(version: str) -> Path:
-    """Find an interpreter for ``3.X``: PATH first, then pyenv's versions."""
+class BuildError(ConfigurationError):
+    """An environment cannot be built: no interpreter, or an installer failed."""
+
+
+def _no_progress(step: str, what: str) -> None:
+    pass
+
+
+def find_python(version: str, *, download: bool = False, progress: Progress | None = None) -> Path:
+    """Find an interpreter for ``3.X``: PATH, pyenv's versions, then uv's managed ones.
+
+    With ``download`` (and uv on PATH, and ``UV_PYTHON_DOWNLOADS`` not ``never``) a
+    missing CPython is fetched with ``uv python install 3.X``; ``progress`` hears of it first.
+    """
     candidates: list[str] = []
     found = shutil.which(f"python{version}")
     if found:
@@ -87,32 +109,81 @@ def find_python(version: str) -> Path:
     candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", f"{version}.*", "bin", f"python{version}")))
     if sys.version.startswith(f"{version}."):
         candidates.append(sys.executable)
-    for candidate in candidates:
-        try:
-            out = subprocess.run(
-                [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if out.returncode == 0 and out.stdout.strip() == version:
+    for candidate in [*candidates, *_uv_found(version)]:
+        if _reports_version(candidate, version):
             return Path(candidate)
-    raise ConfigurationError(
-        f"no Python {version} interpreter found",
-        hint=f"install it (e.g. `pyenv install {version}`) or put python{version} on PATH",
-    )
+    uv = shutil.which("uv")
+    if download and uv and os.environ.get("UV_PYTHON_DOWNLOADS", "").lower() != "never":
+        (progress or _no_progress)(
+            STEP_DOWNLOAD, f"downloading CPython {version} with uv (set UV_PYTHON_DOWNLOADS=never to forbid)"
+        )
+        _run(
+            [uv, "python", "install", version],
+            f"downloading CPython {version} with uv",
+            _install_hint(version, downloadable=False),
+            downloads=True,
+        )
+        for candidate in _uv_found(version):
+            if _reports_version(candidate, version):
+                return Path(candidate)
+    raise BuildError(f"no Python {version} interpreter found", hint=_install_hint(version, downloadable=bool(uv)))
 
 
-def _run(cmd: list[str], what: str, hint: str = "check the environment's requirements.txt") -> None:
+def _install_hint(version: str, *, downloadable: bool) -> str:
+    ways = f"`pyenv install {version}`, or `sudo apt-get install python{version}`"
+    if not shutil.which("uv"):
+        return f"install it: {ways}, or install uv and run `uv python install {version}`"
+    more = " (or allow uv to download it)" if downloadable else ""
+    return f"install it: `uv python install {version}`, {ways}{more}"
+
+
+def _uv_found(version: str) -> list[str]:
+    """uv's own interpreters (``uv python install``), found without downloading or a project's venv."""
+    uv = shutil.which("uv")
+    if not uv:
+        return []
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    try:
+        out = subprocess.run(
+            [uv, "python", "find", "--no-project", "--system", version],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+            cwd=tempfile.gettempdir(),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    path = out.stdout.strip()
+    return [path] if out.returncode == 0 and path else []
+
+
+def _reports_version(candidate: str, version: str) -> bool:
+    try:
+        out = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == version
+
+
+def _run(
+    cmd: list[str], what: str, hint: str = "check the environment's requirements.txt", *, downloads: bool = False
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "VIRTUAL_ENV"))}
-    env["UV_PYTHON_DOWNLOADS"] = "never"
+    if not downloads:
+        # Installs use the interpreter found for them, never one uv fetches on the side.
+        env["UV_PYTHON_DOWNLOADS"] = "never"
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-15:])
-        raise ConfigurationError(f"{what} failed:\n{tail}", hint=hint)
+        raise BuildError(f"{what} failed:\n{tail}", hint=hint)
 
 
 def _install(
@@ -158,6 +229,22 @@ def _read_marker(root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+@dataclass(frozen=True)
+class BuildReport:
+    """What :func:`build_local_report` did, besides returning the environment."""
+
+    environment: LocalEnvironment
+    # The virtualenv was (re)created and the requirements installed.
+    rebuilt: bool
+    runtime_installed: bool
+    # A key file of the environment or its host copy was written with new content.
+    keys_changed: bool
+
+    @property
+    def changed(self) -> bool:
+        return self.rebuilt or self.runtime_installed or self.keys_changed
+
+
 def build_local(
     spec: EnvironmentSpec,
     *,
@@ -166,6 +253,8 @@ def build_local(
     project_source: Path | None = None,
     force: bool = False,
     runtime: HostRuntime | None = None,
+    progress: Progress | None = None,
+    download: bool = False,
 ) -> LocalEnvironment:
     """Build (or reuse) the virtualenv of ``spec`` and provision its keys.
 
@@ -175,8 +264,39 @@ def build_local(
     are refused. ``project_source`` installs it from that source tree instead (tests,
     demo), ``runtime`` from a given :class:`HostRuntime`. Either way the version the
     environment imports must be the host's. Rebuilds only when the spec's fingerprint
-    changed; re-installs the runtime when its version or files changed.
+    changed; re-installs the runtime when its version or files changed. ``progress``
+    hears of each step; ``download`` lets uv fetch a missing CPython (:func:`find_python`).
     """
+    return build_local_report(
+        spec,
+        keyring=keyring,
+        home=home,
+        project_source=project_source,
+        force=force,
+        runtime=runtime,
+        progress=progress,
+        download=download,
+    ).environment
+
+
+def build_local_report(
+    spec: EnvironmentSpec,
+    *,
+    keyring: HostKeyring,
+    home: Path | None = None,
+    project_source: Path | None = None,
+    force: bool = False,
+    runtime: HostRuntime | None = None,
+    progress: Progress | None = None,
+    download: bool = False,
+) -> BuildReport:
+    """:func:`build_local`, saying what changed.
+
+    The marker is removed before anything is rebuilt and written (atomically) last, so an
+    interrupted build is never taken for a good one: the next build starts over.
+    """
+    step = progress or _no_progress
+    step(STEP_RESOLVE, f"resolving environment {spec.name!r} (Python {spec.python_version})")
     refuse_runtime_requirements(spec.name, spec.requirements)
     if runtime is None:
         runtime = HostRuntime.from_source(project_source) if project_source is not None else host_runtime()
@@ -185,14 +305,20 @@ def build_local(
     marker: dict[str, Any] = _read_marker(root) or {}
     python = root / "venv" / "bin" / "python"
     fingerprint = spec.fingerprint()
-    if force or marker.get("fingerprint") != fingerprint or not python.exists():
-        python = _create_venv(find_python(spec.python_version), root / "venv")
+    rebuilt = force or marker.get("fingerprint") != fingerprint or not python.exists()
+    if rebuilt:
+        interpreter = find_python(spec.python_version, download=download, progress=step)
+        (root / MARKER).unlink(missing_ok=True)
+        step(STEP_VENV, f"creating the virtualenv with {interpreter}")
+        python = _create_venv(interpreter, root / "venv")
         requirements = list(spec.requirements) + list(RUNTIME_REQUIREMENTS)
+        step(STEP_REQUIREMENTS, f"installing {len(spec.requirements)} requirement(s) and the runtime's dependencies")
         _install(python, requirements, f"installing the requirements of environment {spec.name!r}")
         marker = {"fingerprint": fingerprint}
     runtime_print = runtime.fingerprint()
     installed = marker.get("source") != runtime_print
     if installed:
+        step(STEP_RUNTIME, f"installing {DISTRIBUTION} {runtime.version} from the host's {runtime.origin}")
         with tempfile.TemporaryDirectory(dir=root, prefix=".runtime-") as scratch:
             target = runtime.installable(Path(scratch))
             _install(
@@ -211,15 +337,18 @@ def build_local(
         [str(python), "-c", _PROBE], capture_output=True, text=True, check=False, timeout=120, cwd=root
     )
     if probe.returncode != 0:
-        raise ConfigurationError(f"environment {spec.name!r} does not start: {probe.stderr.strip()[-500:]}")
+        raise BuildError(f"environment {spec.name!r} does not start: {probe.stderr.strip()[-500:]}")
     versions = json.loads(probe.stdout)
     found = versions.pop("runtime")
     check_installed(spec.name, found, runtime, just_installed=installed)
+    step(STEP_KEYS, f"provisioning the keys of environment {spec.name!r}")
+    before = _key_files(root / "keys", keyring, spec.name)
     keys_dir = provision_keys(spec.name, root / "keys", keyring, suite=spec.suite)
+    keys_changed = _key_files(keys_dir, keyring, spec.name) != before
     marker.update({"name": spec.name, "python": str(python), **versions, "sandbox": spec.settings.to_dict()})
     marker.update({"runtime_version": found, "runtime_from": runtime.origin})
-    (root / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-    return LocalEnvironment(
+    _write_marker(root, marker)
+    env = LocalEnvironment(
         spec.name,
         root,
         python,
@@ -230,6 +359,37 @@ def build_local(
         spec.settings,
         found,
     )
+    return BuildReport(env, rebuilt, installed, keys_changed)
+
+
+def _key_files(keys_dir: Path, keyring: HostKeyring, name: str) -> dict[str, bytes | None]:
+    """The bytes of every file key provisioning writes, to tell whether it changed anything."""
+    paths = {
+        "recipient": keys_dir / "recipient.json",
+        "signers": keys_dir / "signers.json",
+        "host signer": keyring.path / "signer.json",
+        "host copy": keyring.path / "environments" / f"{name}.json",
+    }
+    contents: dict[str, bytes | None] = {}
+    for what, path in paths.items():
+        try:
+            contents[what] = path.read_bytes()
+        except OSError:
+            contents[what] = None
+    return contents
+
+
+def _write_marker(root: Path, marker: dict[str, Any]) -> None:
+    # Whole or not at all: a half-written marker must never describe a good environment.
+    fd, name = tempfile.mkstemp(prefix=f".{MARKER}.", suffix=".tmp", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(marker, indent=2) + "\n")
+        os.chmod(name, 0o644)
+        os.replace(name, root / MARKER)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
 
 
 def provision_keys(name: str, keys_dir: Path, keyring: HostKeyring, *, suite: int = 1) -> Path:
