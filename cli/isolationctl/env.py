@@ -88,7 +88,11 @@ class Definition:
         check_python(self.python)
         for line in self.requirements:
             if not line.strip() or "\n" in line or "\r" in line:
-                fail(f"requirement {line!r} is empty or spans lines", hint="pass one requirement per --requirement")
+                fail(
+                    f"requirement {line!r} is empty or spans lines",
+                    hint="pass one requirement per --requirement",
+                    code=ExitCode.USAGE,
+                )
         try:
             refuse_runtime_requirements(self.name, list(self.requirements))
         except ConfigurationError as exc:
@@ -125,7 +129,11 @@ def check_name(name: str) -> str:
 def check_python(version: str) -> str:
     match = _PYTHON.fullmatch(version)
     if match is None:
-        fail(f"--python must look like 3.12, not {version!r}", hint="pass the minor version: --python 3.12")
+        fail(
+            f"--python must look like 3.12, not {version!r}",
+            hint="pass the minor version: --python 3.12",
+            code=ExitCode.USAGE,
+        )
     if (3, int(match.group(1))) < MIN_PYTHON:
         fail(
             f"Python {version} is too old for the isolation runtime (it needs 3.10 or later)",
@@ -237,7 +245,11 @@ def add(  # noqa: PLR0917 - Typer: one parameter per option
     locations: Locations = ctx.obj
     project = locations.project()
     if network not in NETWORKS:
-        fail(f"--network must be {' or '.join(NETWORKS)}, not {network!r}", hint="--network host gives it the network")
+        fail(
+            f"--network must be {' or '.join(NETWORKS)}, not {network!r}",
+            hint="--network host gives it the network",
+            code=ExitCode.USAGE,
+        )
     requirements = list(requirement or [])
     airflow_line = _airflow_line(airflow, requirements)
     definition = Definition(
@@ -273,7 +285,11 @@ def _airflow_line(airflow: str | None, requirements: list[str]) -> str | None:
         # A requirement that already names Airflow wins over the default.
         return None if airflow_requirement(tuple(requirements)) else f"{AIRFLOW}=={host_airflow_version()}"
     if not _AIRFLOW_VERSION.fullmatch(airflow):
-        fail(f"--airflow must be a version like 2.11.2, not {airflow!r}", hint="e.g. --airflow 2.11.2")
+        fail(
+            f"--airflow must be a version like 2.11.2, not {airflow!r}",
+            hint="e.g. --airflow 2.11.2",
+            code=ExitCode.USAGE,
+        )
     if airflow_requirement(tuple(requirements)):
         fail(
             "--airflow and a --requirement naming apache-airflow both say which Airflow to install",
