@@ -188,9 +188,19 @@ class EnvironmentKeys:
         """
         path = Path(directory)
         _private_dir(path)
-        recipient.save(path / RECIPIENT_FILE)
-        signer.public().save(path / SIGNERS_FILE)
+        write_keys_file(path, RECIPIENT_FILE, recipient)
+        write_keys_file(path, SIGNERS_FILE, signer.public())
         return path
+
+
+def write_keys_file(directory: str | os.PathLike[str], name: str, keyset: Keyset) -> Path:
+    """Replace one file of a keys directory atomically, staging it in the folder above.
+
+    A runtime that reads the directory meanwhile sees the old file or the new one, and
+    never a temporary name, which its strict reading would refuse.
+    """
+    path = Path(directory)
+    return keyset.save(path / name, staging=path.parent)
 
 
 # --------------------------------------------------------------------------- strict reading

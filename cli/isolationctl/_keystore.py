@@ -22,7 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from isolation.keyring import RECIPIENT_FILE, SIGNER_FILE, SIGNERS_FILE, HostKeyring, check_environment_name
+from isolation.keyring import (
+    RECIPIENT_FILE,
+    SIGNER_FILE,
+    SIGNERS_FILE,
+    HostKeyring,
+    check_environment_name,
+    write_keys_file,
+)
 from isolation.transport.keyset import Key, Keyset, KeyStatus, Purpose
 from isolationctl._ui import ExitCode, fail
 
@@ -135,7 +142,7 @@ class KeyStore:
         """Write ``keyset`` to its master copy; a recipient keyset to the host's copy too."""
         if ref.environment is None:
             return [keyset.save(self.signer_path)]
-        written = [keyset.save(self.recipient_path(ref.environment))]
+        written = [write_keys_file(self.keys_dir(ref.environment), RECIPIENT_FILE, keyset)]
         written.append(self.keyring.save_recipient(keyset))
         return written
 
@@ -144,7 +151,7 @@ class KeyStore:
         public = signer.public()
         names = self.environments()
         for name in names:
-            public.save(self.keys_dir(name) / SIGNERS_FILE)
+            write_keys_file(self.keys_dir(name), SIGNERS_FILE, public)
         return names
 
     def lacking_signer_key(self, kid: str) -> list[str]:

@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import typer
 
-from isolation.keyring import SIGNERS_FILE, SIGNERS_FILES
+from isolation.keyring import SIGNERS_FILE, SIGNERS_FILES, write_keys_file
 from isolation.transport.keyset import Algorithm, Key, Keyset, KeyStatus, Purpose
 from isolationctl import _audit, _rotation
 from isolationctl._files import write_atomic
@@ -551,7 +551,7 @@ def _import_trusted_signer(store: KeyStore, keyset: Keyset) -> None:
         fail(f"a trusted signer keyset needs a name other than the host's: {keyset.name!r}", code=ExitCode.KEYS)
     names = store.environments()
     for env in names:
-        keyset.save(store.keys_dir(env) / filename)
+        write_keys_file(store.keys_dir(env), filename, keyset)
     done(f"local environment(s) {', '.join(names) or 'none'} now also trust signer keyset {keyset.name!r}")
 
 

@@ -329,8 +329,13 @@ class Keyset:
             raise KeysetError(f"keyset is not valid JSON ({type(exc).__name__})") from None
         return _from_document(document)
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, staging: str | os.PathLike[str] | None = None) -> Path:
         """Write atomically; 0600 whenever private parts are present.
+
+        The temporary file is made in ``staging`` (default: the target's folder; it must be
+        on the same file system). An environment's keys directory is written with the
+        folder above it as ``staging``: a runtime that starts mid-write must find only the
+        names it accepts there, never a temporary one.
 
         Raises :class:`KeysetError` (with the path and the system's reason) if the file
         cannot be written.
@@ -340,7 +345,9 @@ class Keyset:
         try:
             # mkstemp: a fresh name, created exclusively with mode 0600, never through a
             # symlink someone planted at a predictable temporary name.
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            fd, name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if staging is None else Path(staging)
+            )
         except OSError as exc:
             raise _save_error(target, exc) from None
         tmp = Path(name)

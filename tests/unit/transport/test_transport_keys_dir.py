@@ -17,7 +17,7 @@ import pytest
 from transport_support import keys
 
 from isolation.errors import KeysetError
-from isolation.keyring import EnvironmentKeys
+from isolation.keyring import EnvironmentKeys, write_keys_file
 from isolation.transport import _b64
 from isolation.transport.keyset import MAX_KEYSET_BYTES
 
@@ -73,6 +73,35 @@ def test_provisioning_again_over_an_existing_directory_still_loads(keys_dir: Pat
     k = keys()
     EnvironmentKeys.provision(keys_dir, k.recipient, k.signer)
     assert EnvironmentKeys.load(keys_dir).recipient == k.recipient
+
+
+def test_a_runtime_reading_while_the_keys_are_rewritten_never_sees_a_temporary_file(keys_dir: Path) -> None:
+    # Rotation rewrites signers.json and recipient.json while tasks start: every read in
+    # between must load (the old or the new file), never meet the writer's temporary name.
+    import threading
+
+    k = keys()
+    stop = threading.Event()
+    errors: list[KeysetError] = []
+
+    def rewrite() -> None:
+        while not stop.is_set():
+            write_keys_file(keys_dir, "signers.json", k.signer.public())
+            write_keys_file(keys_dir, "recipient.json", k.recipient)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(300):
+            try:
+                EnvironmentKeys.load(keys_dir)
+            except KeysetError as exc:
+                errors.append(exc)
+    finally:
+        stop.set()
+        writer.join()
+    assert errors == []
+    assert sorted(os.listdir(keys_dir)) == ["recipient.json", "signers.json"]
 
 
 @pytest.mark.parametrize(("directory", "recipient", "signers"), [(0o755, 0o400, 0o444), (0o500, 0o600, 0o600)])
