@@ -22,6 +22,7 @@ import typer
 from isolation.environments.distribution import canonical_name, refuse_runtime_requirements, requirement_names
 from isolation.environments.local import MARKER, keys_dir_of, provision_keys
 from isolation.environments.settings import NETWORKS, SETTINGS_FILE, parse_settings
+from isolation.environments.settings import describe as confinement
 from isolation.environments.spec import EnvironmentSpec, load_spec
 from isolation.errors import ConfigurationError, IsolationError
 from isolation.keyring import RECIPIENT_FILE, HostKeyring, check_environment_name
@@ -334,6 +335,7 @@ def describe(locations: Locations, project: Project, spec: EnvironmentSpec) -> d
         "system_packages": _lines(system_file),
         "suite": spec.suite,
         "settings": spec.settings.to_dict(),
+        "confinement": confinement(spec.settings),
         "fingerprint": fingerprint,
         "built": marker is not None,
         "built_at": str(locations.home / spec.name),
@@ -414,7 +416,6 @@ def show(
     if as_json:
         emit_json(info)
         return
-    limits = info["settings"]["limits"]
     built = info["built_versions"] or {}
     rows: list[list[Any]] = [
         ["folder", info["folder"]],
@@ -422,9 +423,7 @@ def show(
         ["requirements", "\n".join(info["requirements"]) or "-"],
         ["system packages", " ".join(info["system_packages"]) or "-"],
         ["suite", info["suite"]],
-        ["sandbox", info["settings"]["sandbox"]],
-        ["network", info["settings"]["network"]],
-        ["limits", ", ".join(f"{k} {v}" for k, v in limits.items())],
+        ["confinement", info["confinement"]],
         ["fingerprint", info["fingerprint"]],
         ["built", f"{_yes_no(info['built'])} ({info['built_at']})"],
         ["build current", _yes_no(info["fingerprint_current"])],

@@ -130,12 +130,14 @@ def test_show_has_everything_but_private_keys(cli: Sandbox) -> None:
     info = data.json()
     assert info["requirements"] == ["apache-airflow==2.11.2", "requests==2.31.0"]
     assert info["settings"]["sandbox"] == "bubblewrap"
+    assert info["confinement"].startswith("sandbox: bubblewrap; network: none; limits: memory 4 GiB")
     assert info["keys_dir"] == str(cli.envs / "example" / "keys")
     assert info["keys_provisioned"] is True
     assert [key["kid"] for key in info["keys"]] == [kid]
     human = cli.ok("env", "show", "example")
     assert kid in human.stdout
     assert "requests==2.31.0" in human.stdout
+    assert "network: none" in human.stdout
     assert str(cli.envs / "example" / "keys") in human.stdout
     for value in private:
         assert value not in data.output
