@@ -19,7 +19,7 @@ class ExitCode(enum.IntEnum):
     """The exit codes of every command (the table in docs/cli.md)."""
 
     OK = 0
-    # A check ran and found a problem: doctor, envelope verify, a deploy self-test.
+    # A check ran and found a problem: doctor, a deploy self-test.
     CHECK_FAILED = 1
     # Click's own code for a bad command line (unknown option, missing argument).
     USAGE = 2

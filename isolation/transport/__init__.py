@@ -19,7 +19,7 @@ from isolation.transport._codec import CallableRef
 from isolation.transport._header import Header, Subject
 from isolation.transport.envelope import DEFAULT_LIFETIME, ENV_VAR_LIMIT, FILE_LIMIT
 from isolation.transport.keyset import Algorithm, Key, Keyset, KeyStatus, Purpose
-from isolation.transport.sealed import OpenedEnvelope, open_envelope, seal_envelope
+from isolation.transport.sealed import OpenedEnvelope, inspect_envelope, open_envelope, seal_envelope, verify_envelope
 
 if TYPE_CHECKING:
     from isolation.transport.payload import (
@@ -55,8 +55,10 @@ __all__ = [
     "Subject",
     "TaskContext",
     "XComInput",
+    "inspect_envelope",
     "open_envelope",
     "seal_envelope",
+    "verify_envelope",
 ]
 
 _LAZY = {"ConnectionSpec", "OperatorSpec", "Payload", "RuntimeOptions", "TaskContext", "XComInput"}
