@@ -108,10 +108,19 @@ def deploy(
     _require_local(project, local=local, kubernetes_options=(image, registry, tag))
     specs = _specs(project, environments or [])
     keyring = locations.keyring
-    results = [
-        _deploy_one(spec, keyring, locations.home, force=force, download=not no_download, self_test=self_test)
-        for spec in specs
-    ]
+    results: list[Deployed] = []
+    for spec in specs:
+        try:
+            results.append(
+                _deploy_one(spec, keyring, locations.home, force=force, download=not no_download, self_test=self_test)
+            )
+        except KeyboardInterrupt:
+            # Typer would turn Ctrl-C into a silent exit 130: say what state is left.
+            fail(
+                f"interrupted while deploying {spec.name!r}; an unfinished build is never marked built",
+                hint="run `isolationctl deploy --local` again: it builds what was not finished",
+                code=ExitCode.INTERRUPTED,
+            )
     if as_json:
         emit_json({"backend": "local", "home": str(locations.home), "environments": [r.to_json() for r in results]})
 
