@@ -1,6 +1,8 @@
 """Local environments: ``python -m isolation.environments build NAME``, ``show NAME``, ``doctor``.
 
-A stop-gap until ``isolationctl deploy --local`` and ``isolationctl doctor`` exist.
+The module-level form of ``isolationctl deploy --local`` and ``isolationctl doctor``
+(``build`` runs the same :func:`~isolation.environments.local.build_local`, without
+progress, CPython downloads or the self-test).
 ``build`` reads ``environments/<NAME>/`` under ``--source`` (default: the current
 directory), builds the virtualenv under ``ISOLATION_ENVS_HOME`` (or ``--home``), installs
 this project into it from the host's own code (its source tree, or a wheel of its
