@@ -155,9 +155,10 @@ def add(
 
 @app.command()
 def distribute(ctx: typer.Context, signer: SignerOption = False, environment: EnvOption = None) -> None:
-    """Copy public keysets where they are trusted: the signer's to every local environment, an
-    environment's to the host keyring. Without options: both, everywhere.
+    """Copy public keysets to where they are trusted (the signer's, the environments').
 
+    The public signer keyset goes into every local environment's signers.json, each
+    environment's public keyset into the host keyring; without options, both.
     Example: isolationctl keys distribute --signer
     """
     store = _store(ctx)
@@ -503,10 +504,11 @@ def import_keyset(
     file: Annotated[Path, typer.Argument(help="A keyset file (JSON).", exists=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing keyset with different keys.")] = False,
 ) -> None:
-    """Import a keyset: an environment's public keys into the host keyring, an environment's private
-    keys into its local keys directory, the host's private signer keyset, or another host's public
-    signer keyset as a trusted signer of the local environments.
+    """Import a keyset file into the copy it belongs to.
 
+    An environment's public keyset goes into the host keyring, its private keyset into its
+    local keys directory; a private signer keyset becomes the host's; another host's
+    public signer keyset becomes an extra trusted signer of every local environment.
     Example: isolationctl keys import legacy.public.json
     """
     store = _store(ctx)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
+import typer.core
 
 import isolation
 from isolation.errors import IsolationError
@@ -74,33 +75,36 @@ app.add_typer(envelope.app, name="envelope")
 app.command("doctor")(doctor.doctor)
 
 
+# Typer 0.2x parses with its own copy of Click; older ones with Click itself.
+_click: Any = getattr(typer.core, "_click", None) or click
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; every failure ends in one line, the fix and its exit code."""
     command = typer.main.get_command(app)
+    arguments = list(argv) if argv is not None else sys.argv[1:]
     try:
-        result = command.main(
-            args=list(argv) if argv is not None else sys.argv[1:], prog_name="isolationctl", standalone_mode=False
-        )
+        result = command.main(args=arguments, prog_name="isolationctl", standalone_mode=False)
     except CliError as exc:
         report_error(exc.message, exc.hint)
         return int(exc.code)
     except IsolationError as exc:
         report_error(exc.message, exc.hint)
         return int(code_of(exc))
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.UsageError as exc:
+    except _click.exceptions.UsageError as exc:
         exc.show()
         return int(ExitCode.USAGE)
-    except click.ClickException as exc:
+    except _click.exceptions.ClickException as exc:
         exc.show()
         return int(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (_click.exceptions.Abort, KeyboardInterrupt):
+        result = int(ExitCode.INTERRUPTED)
+    if result == ExitCode.INTERRUPTED:
+        # Typer turns Ctrl-C into a silent exit code 130: say what it means.
         report_error(
             "interrupted; every file this command writes is replaced whole or not at all",
             "run the command again to finish",
         )
-        return int(ExitCode.INTERRUPTED)
     return int(result) if isinstance(result, int) else 0
 
 

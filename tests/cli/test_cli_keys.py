@@ -278,3 +278,40 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(keyed, case):
 def test_no_keys_at_all_says_how_to_create_them(cli):
     result = cli.run("keys", "list")
     assert result.code == 4 and "isolationctl init" in result.stderr, result
+
+
+def test_ctrl_c_during_a_rotation_says_so_and_the_rotation_resumes(keyed):
+    import signal
+    import subprocess
+    import time
+
+    from _cli import SCRIPT
+
+    keyed.ok("keys", "overlap", "61", "--signer")
+    rotation = subprocess.Popen(
+        [str(SCRIPT), "keys", "rotate", "--signer", "--wait"],
+        cwd=keyed.project,
+        env=keyed.environ(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert rotation.stderr is not None
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = rotation.stderr.readline()
+        seen.append(line)
+        if "waiting" in line:
+            break
+    rotation.send_signal(signal.SIGINT)
+    rest = rotation.stderr.read()
+    assert rotation.wait(timeout=30) == 130, seen
+    assert "interrupted" in rest and "Traceback" not in rest, rest
+    # Nothing half-written: every keyset still loads, and the rotation picks up where it was.
+    assert signer(keyed).primary().kid in {k.kid for k in signer(keyed)}
+    for name in ENVS:
+        EnvironmentKeys.load(keyed.envs / name / "keys")
+    status = keyed.ok("keys", "rotate", "--signer", "--status")
+    assert "next step: wait" in status.stderr
+    assert len(signer(keyed).keys) == 2
