@@ -55,7 +55,7 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # What open(O_NOFOLLOW) fails with on a symbolic link: ELOOP (Linux, macOS), EMLINK (FreeBSD).
 _SYMLINK_ERRNOS = (errno.ELOOP, errno.EMLINK)
 _READABLE = "check that the runtime's user can read the keys directory and its files"
-_REPROVISION = "rebuild the environment (python -m isolation.environments build <name>) to provision its keys again"
+_REPROVISION = "provision its keys again: isolationctl deploy --local -e <name>"
 
 # The one environment name rule (also the rule of keyset names); isolation.environments
 # uses it from here.
@@ -118,7 +118,7 @@ class HostKeyring:
         if not target.exists():
             raise KeysetError(
                 f"no public keys for environment {environment!r} in the keyring {self.path}",
-                hint=f"build the environment (python -m isolation.environments build {environment}) or copy "
+                hint=f"build the environment (isolationctl deploy --local -e {environment}) or import "
                 f"its public recipient keyset to {target}",
             )
         keyset = Keyset.load(target)

@@ -105,7 +105,7 @@ class LocalBackend(Backend):
             raise ConfigurationError(
                 f"local environment {environment!r} holds isolation runtime {env.runtime_version}, "
                 f"this host runs {__version__}",
-                hint=f"rebuild it: python -m isolation.environments build {environment}",
+                hint=f"rebuild it: isolationctl deploy --local -e {environment}",
             )
         if env.settings.sandboxed:
             # Before any secret is resolved: a machine without a working sandbox fails here.
@@ -270,7 +270,7 @@ class LocalBackend(Backend):
             raise ConfigurationError(
                 f"cannot start the interpreter of local environment {env.name!r} at {env.python} "
                 f"({exc.strerror or type(exc).__name__})",
-                hint=f"rebuild it: python -m isolation.environments build {env.name}",
+                hint=f"rebuild it: isolationctl deploy --local -e {env.name}",
             ) from None
         with self._lock:
             self._proc = proc

@@ -211,7 +211,7 @@ def base_prefixes(venv: Path) -> list[Path]:
     except OSError:
         raise ConfigurationError(
             f"{venv} has no pyvenv.cfg: it is not a virtualenv",
-            hint="rebuild the environment: python -m isolation.environments build NAME --force",
+            hint="rebuild the environment: isolationctl deploy --local -e NAME --force",
         ) from None
     for line in lines:
         key, _, value = line.partition("=")

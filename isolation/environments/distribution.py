@@ -193,12 +193,12 @@ def check_installed(environment: str, found: str | None, runtime: HostRuntime, *
             f"environment {environment!r} imports {what} after installing it from the {runtime.origin} "
             f"{runtime.location} ({runtime.version}); this host runs {host}",
             hint="install environments from the host's own code: leave out the project source "
-            "(python -m isolation.environments build picks it), or reinstall the host",
+            "(isolationctl deploy picks it), or reinstall the host",
         )
     raise ConfigurationError(
         f"environment {environment!r} imports {what}, not this host's {host}: something replaced the runtime "
         f"installed from the host",
-        hint=f"rebuild it: python -m isolation.environments build {environment} --force",
+        hint=f"rebuild it: isolationctl deploy --local -e {environment} --force",
     )
 
 

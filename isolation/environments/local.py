@@ -425,13 +425,13 @@ def find_local(name: str, *, home: Path | None = None) -> LocalEnvironment:
     if marker is None:
         raise ConfigurationError(
             f"local environment {name!r} is not built (looked in {root})",
-            hint=f"build it: python -m isolation.environments build {name} --source . , or set ISOLATION_ENVS_HOME",
+            hint=f"build it: isolationctl deploy --local -e {name} (in the project folder), or set ISOLATION_ENVS_HOME",
         )
     python = Path(marker.get("python", root / "venv" / "bin" / "python"))
     if not os.access(python, os.X_OK):
         raise ConfigurationError(
             f"local environment {name!r} has no working interpreter at {python}",
-            hint=f"rebuild it: python -m isolation.environments build {name} --force",
+            hint=f"rebuild it: isolationctl deploy --local -e {name} --force",
         )
     recorded = marker.get("sandbox")
     # Markers written before sandbox settings existed mean the defaults (sandboxed).

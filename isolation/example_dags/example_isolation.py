@@ -7,7 +7,7 @@ Connections and variables are resolved on the host at execute time (any secrets
 backend), sealed into the envelope, and served in isolation from memory. Operator
 arguments are rendered in isolation by the wrapped operator's own template fields;
 ``make_numbers.output`` is resolved on the host. Build the environments first:
-``python -m isolation.environments build legacy --source .`` (``make demo`` does it all).
+``isolationctl deploy --local -e legacy`` (``make demo`` does it all).
 """
 
 from __future__ import annotations

@@ -467,7 +467,7 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
     ``mask`` is the host's masker: the isolated side's words (its error, its last log
     lines) go into exceptions that Airflow prints wherever it prints tracebacks.
     """
-    rebuild = f"rebuild the environment: python -m isolation.environments build {environment}"
+    rebuild = f"rebuild the environment: isolationctl deploy --local -e {environment}"
     where = f"environment {environment!r}"
     if outcome.killed_by is not None:
         raise IsolatedTaskFailed(f"the isolated task in {where} was killed by signal {outcome.killed_by}")
@@ -554,7 +554,7 @@ def _version_warnings(where: Mapping[str, Any], built: tuple[str | None, str | N
             warnings.append(
                 f"environment {where['name']!r} reports {label} {claimed} but was built with {label} "
                 f"{where[key] or 'none'}; this task reports the build's versions. Was the environment changed "
-                f"after it was built? Rebuild it: python -m isolation.environments build {where['name']}"
+                f"after it was built? Rebuild it: isolationctl deploy --local -e {where['name']} --force"
             )
     return warnings
 

@@ -99,7 +99,7 @@ def test_timeout_ends_the_isolated_process_tree(airflow_env):
 
 
 BAD_INPUT = {
-    "unknown_env": ("local environment 'e2e-not-built' is not built", "python -m isolation.environments build"),
+    "unknown_env": ("local environment 'e2e-not-built' is not built", "isolationctl deploy --local -e e2e-not-built"),
     "missing_python": ("local environment 'e2e-no-python' has no working interpreter", "rebuild it"),
     "broken_python": ("exited with code 127 before the isolation runtime ran", "rebuild the environment"),
     "missing_conn": ("connection 'e2e_nope' (referenced by connections=) does not exist", "airflow connections add"),

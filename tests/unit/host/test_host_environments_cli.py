@@ -26,7 +26,7 @@ def test_show_an_unbuilt_environment(tmp_path, capsys):
     assert main(["show", "nope", "--home", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: local environment 'nope' is not built")
-    assert "hint: build it: python -m isolation.environments build nope" in err
+    assert "hint: build it: isolationctl deploy --local -e nope" in err
 
 
 def test_build_without_a_definition(tmp_path, capsys):

@@ -266,7 +266,7 @@ def test_cancel_without_a_running_task_is_harmless(backend):
 def test_unknown_environment(backend):
     with pytest.raises(ConfigurationError, match="local environment 'nope' is not built") as info:
         backend.check("nope")
-    assert "python -m isolation.environments build nope" in info.value.diagnostics()
+    assert "isolationctl deploy --local -e nope" in info.value.diagnostics()
 
 
 def test_missing_interpreter(tmp_path, tmpdir_env):
@@ -284,7 +284,7 @@ def test_broken_interpreter(tmp_path, tmpdir_env):
     backend = LocalBackend(tmp_path / "envs")
     with pytest.raises(ConfigurationError, match="cannot start the interpreter of local environment 'fake'") as info:
         backend.run("fake", lambda _: "{}", print)
-    assert "python -m isolation.environments build fake" in info.value.diagnostics()
+    assert "isolationctl deploy --local -e fake" in info.value.diagnostics()
     assert isolation_temp_dirs(str(tmpdir_env)) == set()
 
 

@@ -171,7 +171,7 @@ def test_a_runtime_other_than_the_hosts_is_detected(tmp_path) -> None:
         build_local(_spec(tmp_path), keyring=keyring, home=home)
     message = info.value.diagnostics()
     assert f"imports {DISTRIBUTION} 1.0.1, not this host's {isolation.__version__}" in message
-    assert "hint: rebuild it: python -m isolation.environments build tiny --force" in message
+    assert "hint: rebuild it: isolationctl deploy --local -e tiny --force" in message
 
     tree = tmp_path / "other"
     for name in ("isolation", "cli", "airflow"):

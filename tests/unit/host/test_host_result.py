@@ -182,7 +182,7 @@ def test_could_not_start_shows_the_log_tail():
 def test_unexpected_exit_code_means_no_runtime():
     with pytest.raises(IsolatedTaskFailed, match="exited with code 127") as info:
         _interpret(outcome(127, None, ["No module named isolation"]), "legacy")
-    assert "python -m isolation.environments build legacy" in info.value.diagnostics()
+    assert "isolationctl deploy --local -e legacy" in info.value.diagnostics()
 
 
 def test_killed():
