@@ -7,8 +7,10 @@ environments' home and AIRFLOW_HOME, and none of the caller's ``AIRFLOW_*`` or
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,6 +18,21 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT = Path(sys.executable).parent / "isolationctl"
+
+
+@functools.lru_cache(maxsize=1)
+def machine_caches() -> dict[str, str]:
+    """What a fresh HOME would lose: uv's cache (a cold one costs minutes) and pyenv's interpreters."""
+    found: dict[str, str] = {}
+    uv = shutil.which("uv")
+    if uv is not None:
+        done = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=False)
+        if done.returncode == 0 and done.stdout.strip():
+            found["UV_CACHE_DIR"] = done.stdout.strip()
+    pyenv = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
+    if Path(pyenv).is_dir():
+        found["PYENV_ROOT"] = pyenv
+    return found
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,7 @@ class Sandbox:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(machine_caches())
         env.update(extra)
         return env
 

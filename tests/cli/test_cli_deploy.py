@@ -20,15 +20,6 @@ from _cli import SCRIPT, Result, Sandbox
 TINY_REQUIREMENTS = "apache-airflow==2.11.2\n"
 
 
-def uv_cache() -> dict[str, str]:
-    """The machine's uv cache: the sandbox's HOME is empty, and a cold cache costs minutes."""
-    uv = shutil.which("uv")
-    if uv is None:
-        return {}
-    done = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=False)
-    return {"UV_CACHE_DIR": done.stdout.strip()} if done.returncode == 0 and done.stdout.strip() else {}
-
-
 def define(cli: Sandbox, name: str, python: str = "3.12", requirements: str = TINY_REQUIREMENTS) -> Path:
     folder = cli.project / "environments" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,7 +35,7 @@ class Built:
         self.cli, self.first, self.seconds = cli, first, seconds
 
     def run(self, *args: str, **env: str) -> Result:
-        return self.cli.run(*args, env=self.cli.environ(**uv_cache(), **env))
+        return self.cli.run(*args, env=self.cli.environ(**env))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     cli = Sandbox(tmp_path_factory.mktemp("deploy"))
     define(cli, "tiny")
     started = time.monotonic()
-    first = cli.run("deploy", "--local", env=cli.environ(**uv_cache()))
+    first = cli.run("deploy", "--local", env=cli.environ())
     assert first.code == 0, str(first)
     return Built(cli, first, time.monotonic() - started)
 
@@ -195,7 +186,7 @@ def test_an_interrupted_deploy_is_rebuilt_next_time(built: Built) -> None:
     proc = subprocess.Popen(
         [str(SCRIPT), "deploy", "--local", "--force"],
         cwd=cli.project,
-        env=cli.environ(**uv_cache()),
+        env=cli.environ(),
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

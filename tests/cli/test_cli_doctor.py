@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,6 @@ from _cli import Result, Sandbox
 from isolation.transport.keyset import Keyset
 
 
-def uv_cache() -> dict[str, str]:
-    """The machine's uv cache: the sandbox's HOME is empty, and a cold cache costs minutes."""
-    uv = shutil.which("uv")
-    if uv is None:
-        return {}
-    done = subprocess.run([uv, "cache", "dir"], capture_output=True, text=True, check=False)
-    return {"UV_CACHE_DIR": done.stdout.strip()} if done.returncode == 0 and done.stdout.strip() else {}
-
-
 class Setup:
     def __init__(self, cli: Sandbox) -> None:
         self.cli = cli
@@ -37,7 +27,7 @@ class Setup:
         self.host_copy = cli.keyring / "environments" / "tiny.json"
 
     def run(self, *args: str, **env: str) -> Result:
-        return self.cli.run(*args, env=self.cli.environ(**uv_cache(), **env))
+        return self.cli.run(*args, env=self.cli.environ(**env))
 
     def doctor(self, *args: str, **env: str) -> tuple[Result, list[dict[str, Any]]]:
         result = self.run("doctor", "--json", *args, **env)
@@ -211,3 +201,20 @@ def test_keyring_settings_that_disagree_fail(setup: Setup) -> None:
         (airflow / "airflow.cfg").unlink()
     assert result.code == 1, str(result)
     assert set(failing(checks)) == {"AIRFLOW__ISOLATION__KEYRING_PATH and airflow.cfg agree"}
+
+
+def test_no_private_key_material_in_any_output_even_of_a_broken_keyset(setup: Setup) -> None:
+    from isolation.transport import _b64
+
+    recipient = Keyset.load(setup.keys / "recipient.json")
+    signer = Keyset.load(setup.cli.keyring / "signer.json")
+    secrets = [_b64.encode(key.private) for keyset in (recipient, signer) for key in keyset if key.private]
+    # A damaged keyset whose broken part is the private key itself: no error may quote it.
+    document = json.loads((setup.keys / "recipient.json").read_text())
+    document["keys"][0]["private"] = document["keys"][0]["private"] + "=="
+    (setup.keys / "recipient.json").write_text(json.dumps(document))
+    for args in (("--json",), ()):
+        result = setup.run("doctor", *args)
+        assert result.code == 1, str(result)
+        for secret in secrets:
+            assert secret not in result.output
