@@ -55,12 +55,17 @@ def read(keyring: Path) -> list[dict[str, Any]]:
         try:
             entry = json.loads(line)
         except ValueError:
-            entry = {
-                "time": "?",
-                "user": "?",
-                "command": f"(line {number} is not valid JSON)",
-                "keyset": "",
-                "key_ids": [],
-            }
+            entry = None
+        if not _well_formed(entry):
+            # Shown, not dropped: a damaged audit log is itself worth noticing.
+            entry = {"time": "?", "user": "?", "command": f"(line {number} is damaged)", "keyset": "", "key_ids": []}
         entries.append(entry)
     return entries
+
+
+def _well_formed(entry: Any) -> bool:
+    if not isinstance(entry, dict):
+        return False
+    texts = all(isinstance(entry.get(name), str) for name in ("time", "user", "command", "keyset"))
+    ids = entry.get("key_ids")
+    return texts and isinstance(ids, list) and all(isinstance(kid, str) for kid in ids)

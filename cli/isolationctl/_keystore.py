@@ -30,7 +30,7 @@ from isolation.keyring import (
     check_environment_name,
     write_keys_file,
 )
-from isolation.transport.keyset import Key, Keyset, KeyStatus, Purpose
+from isolation.transport.keyset import Key, Keyset, Purpose
 from isolationctl._ui import ExitCode, fail
 
 SIGNER = "signer"
@@ -168,6 +168,30 @@ class KeyStore:
                 lacking.append(name)
         return lacking
 
+    def trusted_signers(self) -> dict[str, tuple[Keyset, list[str]]]:
+        """Other hosts' signer keysets (``signers-<name>.json``) and the environments that trust each."""
+        found: dict[str, tuple[Keyset, list[str]]] = {}
+        for env in self.environments():
+            for path in sorted(self.keys_dir(env).glob("signers?*.json")):
+                keyset = _readable(path)
+                if keyset is not None:
+                    found.setdefault(path.name, (keyset, []))[1].append(env)
+        return found
+
+    def environments_accepting(self, kid: str, *, besides: str = SIGNERS_FILE) -> list[str]:
+        """The local environments whose signer files other than ``besides`` accept key ``kid``."""
+        accepting = []
+        for env in self.environments():
+            for path in self.keys_dir(env).glob("signers*.json"):
+                if path.name == besides:
+                    continue
+                keyset = _readable(path)
+                key = keyset.find(kid) if keyset is not None else None
+                if key is not None and key.accepts:
+                    accepting.append(env)
+                    break
+        return accepting
+
     def host_copy_current(self, name: str) -> bool:
         """Whether the host's public copy of ``name``'s keyset matches the environment's."""
         try:
@@ -189,5 +213,10 @@ class KeyStore:
             os.close(fd)
 
 
-def status_of(keyset: Keyset, kid: str) -> KeyStatus:
-    return keyset.get(kid).status
+def _readable(path: Path) -> Keyset | None:
+    """The keyset at ``path``; None when it cannot be read: the runtime then refuses to start,
+    so that file trusts nothing (doctor reports it)."""
+    try:
+        return Keyset.load(path)
+    except Exception:
+        return None

@@ -37,6 +37,10 @@ EnvOption = Annotated[
     str | None, typer.Option("--environment", "-e", help="Act on this environment's recipient keyset.")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+# The shortest window sealing allows (a 1 s lifetime + 60 s of skew), and the longest
+# lifetime a backend seals with (isolation.backends.base.Backend.envelope_lifetime).
+MIN_OVERLAP = 61
+LONGEST_BACKEND_LIFETIME = 600
 ForceOption = Annotated[bool, typer.Option("--force", help="Skip the safety check (for a compromised key).")]
 
 
@@ -85,6 +89,27 @@ def _row(ref: KeysetRef, keyset: Keyset, key: Key, store: KeyStore) -> dict[str,
     return row
 
 
+def _trusted_rows(store: KeyStore) -> list[dict[str, Any]]:
+    """Other hosts' signer keysets the local environments trust: shown, since they can run anything."""
+    rows = []
+    for filename, (keyset, envs) in sorted(store.trusted_signers().items()):
+        for key in keyset:
+            rows.append(
+                {
+                    "keyset": f"trusted:{filename[len('signers-') : -len('.json')]}",
+                    "kid": key.kid,
+                    "purpose": "signer",
+                    "algorithm": key.algorithm.value,
+                    "suite": None,
+                    "status": key.status.value,
+                    "created": _when(key.created_at),
+                    "status_changed": _when(key.status_changed_at),
+                    "distributed": f"trusted by {len(envs)} envs",
+                }
+            )
+    return rows
+
+
 @app.command("list")
 def list_keys(
     ctx: typer.Context, signer: SignerOption = False, environment: EnvOption = None, as_json: JsonOption = False
@@ -102,6 +127,8 @@ def list_keys(
             code=ExitCode.KEYS,
         )
     rows = [_row(ref, keyset, key, store) for ref in refs for keyset in [store.load(ref)] for key in keyset]
+    if not (signer or environment):
+        rows += _trusted_rows(store)
     if as_json:
         emit_json({"keyring": str(store.keyring.path), "home": str(store.home), "keys": rows})
         return
@@ -194,6 +221,12 @@ def promote(
     store = _store(ctx)
     with store.locked():
         ref, keyset, key = store.locate(kid)
+        if key.status is KeyStatus.REVOKED:
+            fail(
+                f"{key.kid} is revoked: a revoked key never comes back",
+                hint="add a new key and promote it",
+                code=ExitCode.KEYS,
+            )
         if ref.is_signer:
             lacking = store.lacking_signer_key(key.kid)
             if lacking and not force:
@@ -260,6 +293,9 @@ def revoke(
     store = _store(ctx)
     with store.locked():
         ref, keyset, key = store.locate(kid)
+        if key.status is KeyStatus.REVOKED:
+            note(f"{key.kid} in {ref} is already revoked")
+            return
         replaced = None
         if key.status is KeyStatus.PRIMARY:
             if not force:
@@ -297,6 +333,17 @@ def remove(ctx: typer.Context, kid: Annotated[str, typer.Argument(help="The key 
     store = _store(ctx)
     with store.locked():
         ref, keyset, key = store.locate(kid)
+        if ref.is_signer and key.status is KeyStatus.REVOKED:
+            # Another signers*.json that still lists the key as valid would trust it again
+            # once this keyset no longer carries its revocation.
+            still = store.environments_accepting(key.kid)
+            if still:
+                fail(
+                    f"{', '.join(still)} still trust {key.kid} through another signers*.json file: removing "
+                    "the revocation would make them accept it again",
+                    hint="remove or update those files (`isolationctl keys untrust NAME`), then remove the key",
+                    code=ExitCode.KEYS,
+                )
         keyset = keyset.remove(key.kid)
         store.save(ref, keyset)
         if ref.is_signer:
@@ -308,22 +355,45 @@ def remove(ctx: typer.Context, kid: Annotated[str, typer.Argument(help="The key 
 @app.command()
 def overlap(
     ctx: typer.Context,
-    seconds: Annotated[int, typer.Argument(help="The new overlap window in seconds.")],
+    seconds: Annotated[int, typer.Argument(help="The new overlap window in seconds.", metavar="SECONDS")],
     signer: SignerOption = False,
     environment: EnvOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Shorten it while a key is retiring.")] = False,
 ) -> None:
     """Set a keyset's overlap window: how long a demoted key stays accepted (docs/keys.md section 5).
 
     Example: isolationctl keys overlap 7200 --signer
     """
     store, ref = _store(ctx), _ref(signer, environment)
+    if seconds < MIN_OVERLAP:
+        fail(
+            f"an overlap window of {seconds} s leaves no envelope lifetime: sealing needs lifetime + 60 s "
+            f"of clock skew to fit",
+            hint=f"use at least {MIN_OVERLAP} s (docs/keys.md section 5)",
+            code=ExitCode.USAGE,
+        )
     with store.locked():
-        keyset = store.load(ref).with_overlap(seconds)
+        keyset = store.load(ref)
+        retiring = [k.kid for k in keyset if k.status is KeyStatus.RETIRING]
+        if retiring and seconds < keyset.overlap_seconds and not force:
+            fail(
+                f"{', '.join(retiring)} {'is' if len(retiring) == 1 else 'are'} retiring under the current "
+                f"window of {keyset.overlap_seconds} s: a shorter window would allow revoking early, while "
+                "envelopes sealed under it may still be in flight",
+                hint="finish the rotation first, or --force (for a compromised key: `keys revoke --force`)",
+                code=ExitCode.KEYS,
+            )
+        keyset = keyset.with_overlap(seconds)
         store.save(ref, keyset)
         if ref.is_signer:
             store.distribute_signer(keyset)
-        _audit.record(store.keyring.path, "keys overlap", ref.label, [], f"{seconds} s")
+        _audit.record(store.keyring.path, "keys overlap", ref.label, [], f"{seconds} s" + (" forced" if force else ""))
     done(f"overlap window of {ref}: {seconds} s; envelopes may live at most {seconds - 60} s")
+    if seconds - 60 < LONGEST_BACKEND_LIFETIME:
+        warn(
+            f"the backends seal envelopes for up to {LONGEST_BACKEND_LIFETIME} s: with this window their tasks "
+            f"fail to seal; use at least {LONGEST_BACKEND_LIFETIME + 60} s outside tests"
+        )
 
 
 @app.command()
@@ -503,12 +573,16 @@ def import_keyset(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="A keyset file (JSON).", exists=False)],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing keyset with different keys.")] = False,
+    trust: Annotated[
+        bool, typer.Option("--trust", help="Let every local environment trust another host's signer keyset.")
+    ] = False,
 ) -> None:
     """Import a keyset file into the copy it belongs to.
 
-    An environment's public keyset goes into the host keyring, its private keyset into its
-    local keys directory; a private signer keyset becomes the host's; another host's
-    public signer keyset becomes an extra trusted signer of every local environment.
+    An environment's public keyset goes into the host keyring (only for an environment that
+    is not local here), its private keyset into its local keys directory; a private signer
+    keyset becomes the host's; another host's public signer keyset, with --trust, becomes an
+    extra trusted signer of every local environment (`keys untrust NAME` undoes it).
     Example: isolationctl keys import legacy.public.json
     """
     store = _store(ctx)
@@ -523,7 +597,7 @@ def import_keyset(
             keyset.save(store.signer_path)
             done(f"imported the host signer keyset {keyset.name!r} into {store.signer_path}")
         else:
-            _import_trusted_signer(store, keyset)
+            _import_trusted_signer(store, keyset, trust=trust, force=force)
         _audit.record(
             store.keyring.path,
             "keys import",
@@ -541,20 +615,74 @@ def _import_recipient(store: KeyStore, keyset: Keyset, force: bool) -> None:
         store.save(KeysetRef(keyset.name), keyset)
         done(f"imported environment {keyset.name!r}'s private keyset into {target} and the host copy")
         return
+    if store.recipient_path(keyset.name).exists():
+        # The host seals to whatever primary this copy names: for a local environment it
+        # must follow the environment's own keyset, never a file from elsewhere.
+        master = store.load(KeysetRef(keyset.name)).public()
+        if keyset.public() != master:
+            fail(
+                f"environment {keyset.name!r} is local here, and this file differs from its own keyset "
+                f"({store.recipient_path(keyset.name)}): the host would seal to keys the environment does not hold",
+                hint=f"`isolationctl keys distribute -e {keyset.name}` copies the environment's own keyset",
+                code=ExitCode.KEYS,
+            )
     target = store.host_copy_path(keyset.name)
     _guard_replace(target, keyset, force)
     store.keyring.save_recipient(keyset)
-    done(f"imported environment {keyset.name!r}'s public keyset into {target}")
+    done(
+        f"imported environment {keyset.name!r}'s public keyset into {target}: the host seals to "
+        f"{keyset.primary().kid} from now on"
+    )
 
 
-def _import_trusted_signer(store: KeyStore, keyset: Keyset) -> None:
+def _import_trusted_signer(store: KeyStore, keyset: Keyset, *, trust: bool, force: bool) -> None:
+    host = store.load(KeysetRef())
     filename = f"signers-{keyset.name}.json"
-    if not SIGNERS_FILES.fullmatch(filename) or filename == SIGNERS_FILE:
-        fail(f"a trusted signer keyset needs a name other than the host's: {keyset.name!r}", code=ExitCode.KEYS)
+    if keyset.name == host.name or any(host.find(key.kid) for key in keyset):
+        fail(
+            f"this is a copy of this host's own signer keyset {host.name!r}, not another host's: trusting it "
+            "separately would keep its revoked keys trusted",
+            hint="`isolationctl keys distribute --signer` gives the environments the current copy",
+            code=ExitCode.KEYS,
+        )
+    if not trust:
+        fail(
+            f"trusting signer keyset {keyset.name!r} lets its holder run any operator with any argument in every "
+            f"local environment (keys {', '.join(k.kid for k in keyset)})",
+            hint="pass --trust if that is what you want",
+            code=ExitCode.USAGE,
+        )
+    if not SIGNERS_FILES.fullmatch(filename):
+        fail(f"signer keyset name {keyset.name!r} cannot name a signers file", code=ExitCode.KEYS)
     names = store.environments()
     for env in names:
+        if (store.keys_dir(env) / filename).exists() and not force:
+            _guard_replace(store.keys_dir(env) / filename, keyset, force)
         write_keys_file(store.keys_dir(env), filename, keyset)
-    done(f"local environment(s) {', '.join(names) or 'none'} now also trust signer keyset {keyset.name!r}")
+    done(
+        f"local environment(s) {', '.join(names) or 'none'} now also trust signer keyset {keyset.name!r} "
+        f"({filename}); `isolationctl keys untrust {keyset.name}` undoes it"
+    )
+
+
+@app.command()
+def untrust(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The signer keyset's name.")]) -> None:
+    """Stop trusting another host's signer keyset (`signers-NAME.json`) in every local environment.
+
+    Example: isolationctl keys untrust other-host
+    """
+    store = _store(ctx)
+    filename = f"signers-{name}.json"
+    with store.locked():
+        trusted = store.trusted_signers()
+        if filename not in trusted:
+            known = ", ".join(sorted(n[len("signers-") : -len(".json")] for n in trusted)) or "none"
+            fail(f"no local environment trusts a signer keyset {name!r} (trusted: {known})", code=ExitCode.KEYS)
+        keyset, envs = trusted[filename]
+        for env in envs:
+            (store.keys_dir(env) / filename).unlink()
+        _audit.record(store.keyring.path, "keys untrust", f"signer:{name}", [k.kid for k in keyset])
+    done(f"{', '.join(envs)} no longer trust signer keyset {name!r}")
 
 
 def _guard_replace(target: Path, keyset: Keyset, force: bool) -> None:
@@ -579,7 +707,7 @@ def _guard_replace(target: Path, keyset: Keyset, force: bool) -> None:
 def audit(
     ctx: typer.Context,
     as_json: JsonOption = False,
-    limit: Annotated[int, typer.Option(help="Show the last N entries (0: all).")] = 50,
+    limit: Annotated[int, typer.Option(min=0, help="Show the last N entries (0: all).")] = 50,
 ) -> None:
     """Show the audit log of key commands: time, user, command, keyset, key ids (never key material).
 

@@ -75,8 +75,11 @@ app.add_typer(envelope.app, name="envelope")
 app.command("doctor")(doctor.doctor)
 
 
-# Typer 0.2x parses with its own copy of Click; older ones with Click itself.
+# Typer 0.2x parses with its own copy of Click and has its own Abort; older ones use Click's.
 _click: Any = getattr(typer.core, "_click", None) or click
+_ABORTS: tuple[type[BaseException], ...] = tuple(
+    {getattr(typer.core, "Abort", click.exceptions.Abort), click.exceptions.Abort, KeyboardInterrupt}
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,8 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _click.exceptions.ClickException as exc:
         exc.show()
         return int(exc.exit_code)
-    except (_click.exceptions.Abort, KeyboardInterrupt):
+    except _ABORTS:
         result = int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more to say, and nobody to say it to.
+        return 0
+    except Exception as exc:  # a defect: still one line, never a traceback
+        report_error(
+            f"unexpected {type(exc).__name__} in isolationctl {' '.join(arguments[:2])}: {exc}",
+            "this is a bug in isolationctl: please report it with the command you ran",
+        )
+        return int(ExitCode.CONFIGURATION)
     if result == ExitCode.INTERRUPTED:
         # Typer turns Ctrl-C into a silent exit code 130: say what it means.
         report_error(

@@ -394,9 +394,15 @@ class _Malformed(ValueError):
     """A JSON defect the standard parser accepts but a keyset must not have."""
 
 
+_PLAIN_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,23}", re.ASCII)
+
+
 def _field_name(name: str) -> str:
-    # Field names, never values, may appear in messages; keep even those short.
-    return repr(name if len(name) <= 40 else name[:40] + "...")
+    # A misplaced value (a private key pasted as a field name) must never reach a message:
+    # only names shaped like the format's own field names are quoted.
+    if _PLAIN_FIELD_NAME.fullmatch(name):
+        return repr(name)
+    return f"(a name of {len(name)} characters, not shown)"
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -483,7 +489,8 @@ def _validate(keyset: Keyset) -> None:
         )
     if not isinstance(keyset.name, str) or not _NAME.fullmatch(keyset.name):
         raise KeysetError(
-            f"invalid keyset name {keyset.name!r}",
+            # Not quoted: a misplaced private key would be printed.
+            f"invalid keyset name ({len(keyset.name)} characters, not shown)",
             hint="use lowercase letters, digits, '.', '_' and '-' (an environment name), at most 63 characters",
         )
     seen: set[str] = set()

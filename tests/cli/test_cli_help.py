@@ -35,6 +35,7 @@ COMMANDS = {
     "keys export-public",
     "keys export",
     "keys import",
+    "keys untrust",
     "keys audit",
     "envelope inspect",
     "envelope verify",

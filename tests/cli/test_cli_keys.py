@@ -315,3 +315,82 @@ def test_ctrl_c_during_a_rotation_says_so_and_the_rotation_resumes(keyed):
     status = keyed.ok("keys", "rotate", "--signer", "--status")
     assert "next step: wait" in status.stderr
     assert len(signer(keyed).keys) == 2
+
+
+# --------------------------------------------------------------------------- trust and its limits
+
+
+def test_trusting_another_hosts_signer_needs_trust_is_listed_and_can_be_undone(keyed):
+    other = Keyset.generate_signer("other-host")
+    source = keyed.root / "other.json"
+    other.public().save(source)
+    refused = keyed.run("keys", "import", str(source))
+    assert refused.code == 2 and "--trust" in refused.stderr and "any operator" in refused.stderr
+    assert not list(keyed.envs.glob("*/keys/signers-other-host.json"))
+    keyed.ok("keys", "import", str(source), "--trust")
+    for name in ENVS:
+        assert other.public() in EnvironmentKeys.load(keyed.envs / name / "keys").signers
+    rows = keyed.ok("keys", "list", "--json").json()["keys"]
+    trusted = [row for row in rows if row["keyset"] == "trusted:other-host"]
+    assert [row["kid"] for row in trusted] == [other.primary().kid]
+    assert trusted[0]["distributed"] == "trusted by 2 envs"
+    keyed.ok("keys", "untrust", "other-host")
+    assert not list(keyed.envs.glob("*/keys/signers-other-host.json"))
+    assert keyed.run("keys", "untrust", "other-host").code == 4
+
+
+def test_an_old_copy_of_the_hosts_own_signer_keyset_is_never_trusted_separately(keyed):
+    # Trusted separately, it would keep a key trusted after its revocation and removal.
+    source = keyed.root / "old-signers.json"
+    signer(keyed).public().save(source)
+    refused = keyed.run("keys", "import", str(source), "--trust")
+    assert refused.code == 4 and "own signer keyset" in refused.stderr, refused
+    assert not list(keyed.envs.glob("*/keys/signers-*.json"))
+
+
+def test_removing_a_revoked_key_another_signers_file_still_trusts_is_refused(keyed):
+    old = signer(keyed).primary().kid
+    stale = signer(keyed).public()
+    keyed.ok("keys", "revoke", old, "--force")
+    # A stale copy dropped in by hand, under another name.
+    stale.save(keyed.envs / "alpha" / "keys" / "signers-stale.json")
+    refused = keyed.run("keys", "remove", old)
+    assert refused.code == 4 and "alpha" in refused.stderr, refused
+    assert signer(keyed).get(old).status is KeyStatus.REVOKED
+    (keyed.envs / "alpha" / "keys" / "signers-stale.json").unlink()
+    keyed.ok("keys", "remove", old)
+
+
+def test_a_host_copy_that_differs_from_a_local_environments_own_keyset_is_refused(keyed):
+    # Else the host would seal to a key the environment does not hold (or someone else does).
+    foreign = Keyset.generate_recipient("alpha")
+    source = keyed.root / "alpha.json"
+    foreign.public().save(source)
+    before = (keyed.keyring / "environments" / "alpha.json").read_bytes()
+    refused = keyed.run("keys", "import", str(source), "--force")
+    assert refused.code == 4 and "local here" in refused.stderr, refused
+    assert (keyed.keyring / "environments" / "alpha.json").read_bytes() == before
+
+
+def test_the_overlap_window_cannot_be_shrunk_to_revoke_early(keyed):
+    first = keyed.ok("keys", "rotate", "--signer")
+    assert "safe from" in first.stderr
+    shrink = keyed.run("keys", "overlap", "61", "--signer")
+    assert shrink.code == 4 and "retiring" in shrink.stderr, shrink
+    assert signer(keyed).overlap_seconds == 7200
+    too_short = keyed.run("keys", "overlap", "30", "-e", "alpha")
+    assert too_short.code == 2 and "at least 61" in too_short.stderr
+    short = keyed.ok("keys", "overlap", "120", "-e", "alpha")
+    assert "fail to seal" in short.stderr  # a window the backends' lifetimes do not fit
+
+
+def test_a_revoked_key_is_neither_promoted_nor_revoked_twice(keyed):
+    keyed.ok("keys", "add", "--signer")
+    pending = next(k.kid for k in signer(keyed) if k.status is KeyStatus.PENDING)
+    keyed.ok("keys", "revoke", pending)
+    promote = keyed.run("keys", "promote", pending)
+    assert promote.code == 4 and "is revoked" in promote.stderr, promote
+    entries = len(keyed.ok("keys", "audit", "--json").json())
+    again = keyed.ok("keys", "revoke", pending)
+    assert "already revoked" in again.stderr
+    assert len(keyed.ok("keys", "audit", "--json").json()) == entries

@@ -214,6 +214,19 @@ MALFORMED: dict[str, tuple[str | bytes, str]] = {
     "overlap bool": (_edit(lambda d: _set(d, "overlap_seconds", True)), r"overlap_seconds"),
     "overlap float": (_edit(lambda d: _set(d, "overlap_seconds", 60.0)), r"overlap_seconds"),
     "name not a string": (_edit(lambda d: _set(d, "name", 7)), r"name must be a string"),
+    # A private key pasted where a name belongs is never quoted back.
+    "private key as the keyset name": (
+        _edit(lambda d: _set(d, "name", _key(d)["private"])),
+        r"invalid keyset name \(43 characters, not shown\)",
+    ),
+    "private key as a field name": (
+        _edit(lambda d: _set(d, _key(d)["private"], 1)),
+        r"unknown fields: \(a name of 43 characters, not shown\)",
+    ),
+    "private key as a key's field name": (
+        _edit(lambda d: _set(_key(d), _key(d)["private"], 1)),
+        r"unknown fields: \(a name of 43 characters, not shown\)",
+    ),
     "name invalid": (_edit(lambda d: _set(d, "name", "Env A")), r"invalid keyset name"),
     "key not an object": (_edit(lambda d: _set(d, "keys", ["k"])), r"key #0 must be an object with the fields"),
     "key unknown field": (_edit(lambda d: _set(_key(d), "note", "x")), r"key #0.*unknown field.*'note'"),
