@@ -495,7 +495,7 @@ def export(
     """Export private keys for a secrets store: a Kubernetes Secret manifest or an Airflow connection.
 
     Writes to --output (0600); prints to stdout only with --reveal.
-    Example: isolationctl keys export --format k8s-secret -e legacy -o legacy-keys.yaml
+    Example: isolationctl keys export --format k8s-secret -e legacy -o ~/secrets/legacy-keys.json
     """
     store = _store(ctx)
     if output is None and not reveal:
@@ -564,8 +564,35 @@ def _deliver(text: str, output: Path | None, *, private: bool) -> None:
     if output is None:
         typer.echo(text, nl=False)
         return
+    if private:
+        _refuse_unignored_in_git(output)
     write_atomic(output, text, mode=0o600 if private else 0o644)
     done(f"wrote {output}" + (" (0600: it holds private keys)" if private else ""))
+
+
+def _refuse_unignored_in_git(output: Path) -> None:
+    """Private keys never land where `git add .` would commit them."""
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    folder = output.resolve().parent
+    if git is None or not folder.is_dir():
+        return
+    inside = subprocess.run(
+        [git, "-C", str(folder), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True, check=False
+    )
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        return
+    ignored = subprocess.run(
+        [git, "-C", str(folder), "check-ignore", "-q", str(output.resolve())], capture_output=True, check=False
+    )
+    if ignored.returncode != 0:
+        fail(
+            f"{output} is inside a git work tree and not ignored: a `git add` would commit private keys",
+            hint="write it outside the repository (e.g. -o ~/secrets/...), or add it to .gitignore first",
+            code=ExitCode.KEYS,
+        )
 
 
 @app.command("import")

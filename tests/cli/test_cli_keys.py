@@ -394,3 +394,20 @@ def test_a_revoked_key_is_neither_promoted_nor_revoked_twice(keyed):
     again = keyed.ok("keys", "revoke", pending)
     assert "already revoked" in again.stderr
     assert len(keyed.ok("keys", "audit", "--json").json()) == entries
+
+
+def test_private_exports_are_refused_inside_a_git_work_tree_unless_ignored(keyed):
+    import subprocess
+
+    repo = keyed.root / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    target = repo / "alpha-secret.json"
+    refused = keyed.run("keys", "export", "--format", "k8s-secret", "-e", "alpha", "-o", str(target))
+    assert refused.code == 4 and "git work tree" in refused.stderr, refused
+    assert not target.exists()
+    (repo / ".gitignore").write_text("*-secret.json\n")
+    keyed.ok("keys", "export", "--format", "k8s-secret", "-e", "alpha", "-o", str(target))
+    assert target.exists()
+    # Public keys may go anywhere: they are meant to be committed.
+    keyed.ok("keys", "export-public", "--signer", "-o", str(repo / "signers.json"))
