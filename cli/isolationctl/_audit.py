@@ -6,13 +6,17 @@ so concurrent commands never interleave inside a line.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from isolation.keyring import RECIPIENT_FILE, SIGNER_FILE, HostKeyring
+from isolation.transport.keyset import Keyset
 
 AUDIT_FILE = "audit.log"
 
@@ -69,3 +73,29 @@ def _well_formed(entry: Any) -> bool:
     texts = all(isinstance(entry.get(name), str) for name in ("time", "user", "command", "keyset"))
     ids = entry.get("key_ids")
     return texts and isinstance(ids, list) and all(isinstance(kid, str) for kid in ids)
+
+
+@contextlib.contextmanager
+def key_creation(keyring: HostKeyring, home: Path, command: str) -> Iterator[None]:
+    """Audit the keysets a block creates (init, env add, deploy provision keys as they go)."""
+    signer = keyring.path / SIGNER_FILE
+
+    def recipients() -> set[Path]:
+        return set(home.glob(f"*/keys/{RECIPIENT_FILE}")) if home.is_dir() else set()
+
+    had_signer, had = signer.exists(), recipients()
+    try:
+        yield
+    finally:
+        if not had_signer and signer.exists():
+            _record_created(keyring.path, command, "signer", signer)
+        for path in sorted(recipients() - had):
+            _record_created(keyring.path, command, f"recipient:{path.parent.parent.name}", path)
+
+
+def _record_created(keyring: Path, command: str, keyset: str, path: Path) -> None:
+    try:
+        kids = [key.kid for key in Keyset.load(path)]
+    except Exception:  # unreadable right after creation: still say it was created
+        kids = []
+    record(keyring, f"{command}: create keys", keyset, kids)

@@ -25,6 +25,7 @@ from isolation.environments.local import STEP_DOWNLOAD, BuildError, BuildReport,
 from isolation.environments.spec import EnvironmentSpec
 from isolation.errors import IsolationError
 from isolation.keyring import HostKeyring
+from isolationctl import _audit
 from isolationctl._project import Locations, Project
 from isolationctl._ui import ExitCode, done, emit_json, err, fail, note
 
@@ -156,9 +157,10 @@ def _deploy_one(
     started = time.monotonic()
     with _progress(spec.name) as progress:
         try:
-            report = build_local_report(
-                spec, keyring=keyring, home=home, force=force, progress=progress, download=download
-            )
+            with _audit.key_creation(keyring, home, "deploy"):
+                report = build_local_report(
+                    spec, keyring=keyring, home=home, force=force, progress=progress, download=download
+                )
         except BuildError as exc:
             fail(f"environment {spec.name!r}: {exc.message}", hint=exc.hint, code=ExitCode.BUILD)
         seconds = time.monotonic() - started

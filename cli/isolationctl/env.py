@@ -27,6 +27,7 @@ from isolation.environments.spec import EnvironmentSpec, load_spec
 from isolation.errors import ConfigurationError, IsolationError
 from isolation.keyring import RECIPIENT_FILE, HostKeyring, check_environment_name
 from isolation.transport.keyset import Keyset
+from isolationctl import _audit
 from isolationctl._files import write_atomic
 from isolationctl._project import Locations, Project
 from isolationctl._ui import ExitCode, done, emit_json, fail, note, table, warn
@@ -166,7 +167,8 @@ def provision(locations: Locations, spec: EnvironmentSpec) -> Provisioned:
     """Give ``spec`` its keys (and the host its signer); never replaces an existing key."""
     keys_dir = keys_dir_of(spec.name, home=locations.home)
     existed = (keys_dir / RECIPIENT_FILE).is_file()
-    provision_keys(spec.name, keys_dir, locations.keyring, suite=spec.suite)
+    with _audit.key_creation(locations.keyring, locations.home, "provision"):
+        provision_keys(spec.name, keys_dir, locations.keyring, suite=spec.suite)
     return Provisioned(spec.name, keys_dir, created=not existed)
 
 

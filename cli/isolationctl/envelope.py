@@ -37,6 +37,7 @@ from isolation.transport._header import Header
 from isolation.transport._suites import SUITES
 from isolation.transport.keyset import Keyset, Purpose
 from isolation.transport.sealed import inspect_envelope, open_envelope, seal_envelope, verify_envelope
+from isolationctl import _audit
 from isolationctl._files import write_atomic
 from isolationctl._project import Locations
 from isolationctl._ui import ExitCode, done, fail, note, table, warn
@@ -692,6 +693,14 @@ def seal(
     recipient = keyring.recipient(environment)
     text = seal_envelope(payload, signer=keyring.signer(), recipient=recipient, lifetime=lifetime)
     header = inspect_envelope(text)
+    # Signing arbitrary operators with the host's key is worth a line in the audit log.
+    _audit.record(
+        keyring.path,
+        "envelope seal",
+        f"recipient:{environment}",
+        [header.signer_kid.hex(), header.recipient_kid.hex()],
+        f"envelope {header.envelope_id.hex()} for {header.subject}",
+    )
     if output is None:
         sys.stdout.write(text + "\n")
     else:

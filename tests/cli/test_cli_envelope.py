@@ -407,6 +407,10 @@ def test_seal_to_stdout_then_open_from_stdin(cli: Sandbox) -> None:
     opened = cli.ok("envelope", "open", "-", "-e", "demo", "--json", input=text).json()
     assert opened["context"]["logical_date"] == {"$datetime": "2024-05-01T00:00:00+00:00"}
     assert opened["operator"]["kwargs"] == {}
+    # Signing an arbitrary operator with the host's key leaves a line in the audit log.
+    sealing = [e for e in cli.ok("keys", "audit", "--json").json() if e["command"] == "envelope seal"]
+    assert len(sealing) == 1 and sealing[0]["keyset"] == "recipient:demo"
+    assert header["signer_key_id"] in sealing[0]["key_ids"]
 
 
 def test_tagged_values_round_trip(cli: Sandbox) -> None:

@@ -411,3 +411,15 @@ def test_private_exports_are_refused_inside_a_git_work_tree_unless_ignored(keyed
     assert target.exists()
     # Public keys may go anywhere: they are meant to be committed.
     keyed.ok("keys", "export-public", "--signer", "-o", str(repo / "signers.json"))
+
+
+def test_key_creation_by_init_and_sealing_by_hand_are_audited(cli):
+    cli.ok("init", "--example", "--yes", input="")
+    created = cli.ok("keys", "audit", "--json").json()
+    assert {(e["command"], e["keyset"]) for e in created} == {
+        ("provision: create keys", "signer"),
+        ("provision: create keys", "recipient:example"),
+    }
+    assert all(len(e["key_ids"]) == 1 for e in created)
+    cli.ok("init", "--example", "--yes", input="")  # nothing new: nothing audited
+    assert len(cli.ok("keys", "audit", "--json").json()) == 2
