@@ -91,27 +91,48 @@ def read_config(root: Path) -> ProjectConfig:
     except (OSError, UnicodeError, tomllib.TOMLDecodeError) as exc:
         fail(f"cannot read {path}: {exc}", hint="fix the file, or delete it and run `isolationctl init` again")
     section = data.get("project", {})
+    if not isinstance(section, dict):
+        fail(f"{path}: [project] must be a table", hint="see docs/cli.md for the settings", code=ExitCode.CONFIGURATION)
     unknown = sorted(set(section) - {"backend", "environments", "dags"})
-    if not isinstance(section, dict) or unknown:
+    if unknown:
         fail(f"{path}: unknown settings {unknown} in [project]", hint="the settings are backend, environments, dags")
     backend = section.get("backend", "local")
     if backend not in BACKENDS:
         fail(f"{path}: backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    values = {key: section[key] for key in ("environments", "dags") if isinstance(section.get(key), str)}
-    return ProjectConfig(backend=backend, **values)
+    environments = _inside(root, path, "environments", section.get("environments", ENVIRONMENTS))
+    return ProjectConfig(
+        backend=backend, environments=environments, dags=_inside(root, path, "dags", section.get("dags", "dags"))
+    )
+
+
+def _inside(root: Path, path: Path, key: str, value: object) -> str:
+    # A cloned project decides these paths: they must not send `env remove` elsewhere.
+    if not isinstance(value, str) or not value or Path(value).is_absolute():
+        fail(f"{path}: {key} must be a folder relative to the project, not {value!r}")
+    if not (root / value).resolve().is_relative_to(root.resolve()):
+        fail(f"{path}: {key} = {value!r} leads outside the project", hint="keep it inside the project folder")
+    return value
 
 
 def find_project(folder: Path | None) -> Project:
-    """The project at ``folder`` (default: the current directory), or a clear error."""
-    root = (folder or Path.cwd()).resolve()
-    if not root.is_dir():
-        fail(f"{root} is not a folder", hint="pass an existing project folder with --project")
-    if not (root / PROJECT_FILE).is_file() and not (root / ENVIRONMENTS).is_dir():
+    """The project at ``folder``, else the nearest folder above the current one with
+    ``isolationctl.toml`` (as git finds its repository), else a clear error."""
+    start = (folder or Path.cwd()).resolve()
+    if not start.is_dir():
+        fail(f"{start} is not a folder", hint="pass an existing project folder with --project")
+    root = start
+    if folder is None and not _is_project(start):
+        root = next((parent for parent in start.parents if (parent / PROJECT_FILE).is_file()), start)
+    if not _is_project(root):
         fail(
             f"{root} is not an isolation project (no {PROJECT_FILE} and no {ENVIRONMENTS}/ folder)",
             hint="run `isolationctl init` here, or pass the project folder with --project",
         )
     return Project(root, read_config(root))
+
+
+def _is_project(folder: Path) -> bool:
+    return (folder / PROJECT_FILE).is_file() or (folder / ENVIRONMENTS).is_dir()
 
 
 def configured_keyring_path() -> Path:

@@ -253,3 +253,35 @@ def test_bad_input_fails_with_one_line_and_a_code(
     if args[:2] == ["env", "add"] and "taken" not in args:
         assert not (cli.project / "environments" / args[2]).exists()
         assert not (cli.envs / args[2]).exists()
+
+
+def test_commands_find_the_project_from_a_subfolder(cli: Sandbox) -> None:
+    cli.ok("init", "--example", "--yes", input="")
+    listed = cli.ok("env", "list", "--json", cwd=cli.project / "dags").json()
+    assert [env["name"] for env in listed] == ["example"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [
+        ('environments = "/tmp/elsewhere"', "relative to the project"),
+        ('environments = "../outside"', "leads outside the project"),
+        ("environments = 5", "relative to the project"),
+    ],
+)
+def test_project_folders_outside_the_project_are_refused(cli: Sandbox, setting: str, words: str) -> None:
+    outside = cli.root / "outside" / "victim"
+    outside.mkdir(parents=True)
+    (outside / "python-version").write_text("3.12\n")
+    cli.project.mkdir(parents=True, exist_ok=True)
+    (cli.project / "isolationctl.toml").write_text(f"[project]\n{setting}\n")
+    result = cli.run("env", "remove", "victim", "--purge", "--yes")
+    assert result.code == 3 and words in result.stderr, result
+    assert outside.is_dir()
+
+
+def test_a_project_setting_that_is_not_a_table_is_one_clear_line(cli: Sandbox) -> None:
+    cli.project.mkdir(parents=True, exist_ok=True)
+    (cli.project / "isolationctl.toml").write_text('project = "abc"\n')
+    result = cli.run("env", "list")
+    assert result.code == 3 and "[project] must be a table" in result.stderr, result
