@@ -13,6 +13,7 @@ arguments are rendered in isolation by the wrapped operator's own template field
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, task
@@ -90,7 +91,7 @@ with DAG(
     # TaskFlow: the function's own source travels sealed in the envelope and runs in the
     # Airflow 2 environment; `humanize` exists only there (imported inside the function).
     @task.isolated(task_id="taskflow_legacy", environment="legacy")
-    def describe(numbers: list[int], ti=None, params=None) -> dict[str, str]:
+    def describe(numbers: list[int], ti: Any = None, params: Any = None) -> dict[str, str]:
         import humanize
         from airflow.models import Variable
 
@@ -101,7 +102,7 @@ with DAG(
             "task": ti.task_id,
         }
 
-    describe(make_numbers.output)
+    describe(make_numbers.output)  # type: ignore[arg-type]  # TaskFlow resolves the XComArg
 
     # Back on the host: the isolated results are ordinary XComs.
     summarize = PythonOperator(
