@@ -11,8 +11,9 @@ __version__ = "2.0.0a1"
 
 if TYPE_CHECKING:
     from isolation.operators.isolated import IsolatedOperator
+    from isolation.operators.taskflow import isolated_task
 
-__all__ = ["IsolatedOperator", "__version__"]
+__all__ = ["IsolatedOperator", "__version__", "isolated_task"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from isolation.operators.isolated import IsolatedOperator
 
         return IsolatedOperator
+    if name == "isolated_task":
+        from isolation.operators.taskflow import isolated_task
+
+        return isolated_task
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

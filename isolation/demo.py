@@ -241,6 +241,7 @@ def _isolated_tasks() -> dict[str, str]:
     from isolation.example_dags.example_isolation import dag
     from isolation.operators.isolated import IsolatedOperator
 
+    # @task.isolated tasks are IsolatedOperators too.
     return {task.task_id: task.environment for task in dag.tasks if isinstance(task, IsolatedOperator)}
 
 

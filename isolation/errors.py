@@ -8,9 +8,11 @@
     │   └── RotationError             a rotation step would break open envelopes
     ├── PayloadError                  a value cannot travel in an envelope
     ├── ConfigurationError            settings, environments, keyring paths
+    ├── UnsupportedFunction           host: a ``@task.isolated`` function cannot be sealed
     ├── IsolationViolation            isolated code tried to call back into Airflow
     ├── NotProvided                   runtime: a connection or variable the envelope lacks
     ├── OperatorLoadError             runtime: the operator cannot be imported or built
+    ├── ModuleScopeName               runtime: a sealed function used a name of its DAG file
     ├── DeferralNotSupported          runtime: the operator tried to defer
     ├── ResultError                   runtime: a result value cannot travel back as JSON
     ├── TaskTerminated                runtime: the task was stopped by a signal
@@ -38,6 +40,7 @@ __all__ = [
     "IsolationViolation",
     "DeferralNotSupported",
     "KeysetError",
+    "ModuleScopeName",
     "NotProvided",
     "OperatorLoadError",
     "PayloadError",
@@ -45,6 +48,7 @@ __all__ = [
     "ResultError",
     "RotationError",
     "TaskTerminated",
+    "UnsupportedFunction",
 ]
 
 
@@ -130,6 +134,14 @@ class ConfigurationError(IsolationError):
     """Settings, environment definitions or keyring locations are unusable."""
 
 
+class UnsupportedFunction(ConfigurationError):
+    """Host: a function given to ``@task.isolated`` cannot travel as sealed source.
+
+    Raised when the function is decorated (lambdas, closures, generators, ``async def``)
+    or when its source is read (no source file, a syntax the host cannot parse).
+    """
+
+
 class IsolationViolation(IsolationError):
     """Isolated code attempted a call back into Airflow that the contract forbids."""
 
@@ -165,6 +177,26 @@ class NotProvided(IsolationError):
 
 class OperatorLoadError(IsolationError):
     """Runtime: the wrapped operator could not be imported or built from its arguments."""
+
+
+class ModuleScopeName(IsolationError):
+    """Runtime: a sealed ``@task.isolated`` function used a name of its DAG file's module scope.
+
+    The function runs in a fresh module holding only its own source: the DAG file's
+    imports, constants and helpers are not there.
+    """
+
+    def __init__(self, name: str, function: str, where: str = "") -> None:
+        at = f" ({where})" if where else ""
+        fix = f"import {name} inside the function, or pass it as an argument"
+        # The fix is in the message: the message alone is what crosses back to the host.
+        super().__init__(
+            f"name {name!r} is not defined in the isolated function {function!r}{at}: it runs in a "
+            f"fresh module without the DAG file's module scope (its imports, constants and helpers); {fix}",
+            hint=fix,
+        )
+        self.name = name
+        self.function = function
 
 
 class DeferralNotSupported(IsolationError):

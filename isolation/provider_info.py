@@ -24,6 +24,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Isolation", "python-modules": ["isolation.operators.isolated"]},
         ],
+        # ProvidersManager only takes a provider's decorators from its own airflow.providers.<name>
+        # namespace: the shim re-exports isolation.operators.taskflow.isolated_task.
+        "task-decorators": [
+            {"name": "isolated", "class-name": "airflow.providers.isolation.decorators.isolated.isolated_task"},
+        ],
         "hooks": [
             {"integration-name": "Isolation", "python-modules": ["isolation.operators.keyring_hook"]},
         ],

@@ -13,9 +13,10 @@ arguments are rendered in isolation by the wrapped operator's own template field
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from airflow.providers.standard.operators.python import PythonOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, task
 
 from isolation import IsolatedOperator
 from isolation.example_dags import callables
@@ -86,6 +87,22 @@ with DAG(
         environment="legacy",
         python_callable=callables.skip_when_nothing_to_do,
     )
+
+    # TaskFlow: the function's own source travels sealed in the envelope and runs in the
+    # Airflow 2 environment; `humanize` exists only there (imported inside the function).
+    @task.isolated(task_id="taskflow_legacy", environment="legacy")
+    def describe(numbers: list[int], ti: Any = None, params: Any = None) -> dict[str, str]:
+        import humanize
+        from airflow.models import Variable
+
+        return {
+            "total": humanize.intcomma(sum(numbers) * 1000),
+            "greeting": Variable.get("example_greeting"),
+            "who": params["greeting"],
+            "task": ti.task_id,
+        }
+
+    describe(make_numbers.output)  # type: ignore[arg-type]  # TaskFlow resolves the XComArg
 
     # Back on the host: the isolated results are ordinary XComs.
     summarize = PythonOperator(

@@ -234,8 +234,8 @@ class IsolatedOperator(BaseOperator):
         backend.check(environment)
         built = backend.built_versions(environment)
         keys = load_host_keys(environment, self.keyring_conn_id)
-        found = discovery.discover(self.operator_kwargs)
-        kwargs = _state.to_plain(self.operator_kwargs, "operator argument", _resolver(context))
+        found = self._discover()
+        kwargs = self._wrapped_kwargs(context)
         connections = self._resolve_connections(found)
         variables = self._resolve_variables(found)
         xcom_inputs = self._resolve_xcoms(context, found)
@@ -278,6 +278,15 @@ class IsolatedOperator(BaseOperator):
             self.log.warning("%s", warning)
         self.log.info("Isolated task finished in environment %r (%s)", environment, _versions_text(where, built))
         return result.return_value
+
+    def _discover(self) -> discovery.Discovered:
+        """What the wrapped operator refers to (``@task.isolated`` adds its function's source)."""
+        return discovery.discover(self.operator_kwargs)
+
+    def _wrapped_kwargs(self, context: Any) -> dict[str, Any]:
+        """The wrapped operator's arguments as the envelope carries them, XComArgs resolved."""
+        plain: dict[str, Any] = _state.to_plain(self.operator_kwargs, "operator argument", _resolver(context))
+        return plain
 
     def _rendered_environment(self) -> str:
         environment = check_name(self.environment)

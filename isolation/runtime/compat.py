@@ -45,6 +45,12 @@ BaseOperator: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.baseo
 # The Task SDK exports BaseHook from Airflow 3.1; 3.0 still has it only in core.
 BaseHook: Any = _first(("airflow.sdk", "BaseHook"), ("airflow.hooks.base", "BaseHook"))
 Variable: Any = _load("airflow.sdk" if AIRFLOW_V3 else "airflow.models.variable", "Variable")
+# Airflow 3 ships PythonOperator in the standard provider only; Airflow 2 has it in core.
+PYTHON_OPERATOR = (
+    "airflow.providers.standard.operators.python.PythonOperator"
+    if AIRFLOW_V3
+    else "airflow.operators.python.PythonOperator"
+)
 
 
 def _exception(name: str) -> Any:
@@ -61,6 +67,7 @@ __all__ = [
     "AIRFLOW_V3",
     "AIRFLOW_VERSION",
     "DAG",
+    "PYTHON_OPERATOR",
     "BaseHook",
     "BaseOperator",
     "ConnectionNotProvided",

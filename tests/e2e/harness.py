@@ -27,6 +27,9 @@ class Run:
     rendered: dict[str, Any]
     output: str = ""
     logs: dict[str, str] = field(default_factory=dict)
+    # Mapped task instances, by task id then map index: their states and XComs.
+    mapped_states: dict[str, dict[int, str]] = field(default_factory=dict)
+    mapped_xcoms: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
 
 
 def load_dag(dag_id: str) -> Any:
@@ -52,9 +55,17 @@ def collect(dag_id: str, dag_run: Any) -> dict[str, Any]:
     with create_session() as session:
         tis = dag_run.get_task_instances(session=session)
         states = {ti.task_id: _value(ti.state) for ti in tis}
+        mapped_states: dict[str, dict[int, str]] = {}
+        for ti in tis:
+            if ti.map_index >= 0:
+                mapped_states.setdefault(ti.task_id, {})[ti.map_index] = _value(ti.state)
         xcoms: dict[str, dict[str, Any]] = {}
-        for row in session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_id)):
-            xcoms.setdefault(row.task_id, {})[row.key] = XComModel.deserialize_value(row)
+        mapped_xcoms: dict[str, dict[int, dict[str, Any]]] = {}
+        for row in session.scalars(XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_id, map_indexes=None)):
+            value = XComModel.deserialize_value(row)
+            xcoms.setdefault(row.task_id, {})[row.key] = value
+            if row.map_index >= 0:
+                mapped_xcoms.setdefault(row.task_id, {}).setdefault(row.map_index, {})[row.key] = value
         rendered = {
             row.task_id: row.rendered_fields
             for row in session.scalars(
@@ -70,6 +81,8 @@ def collect(dag_id: str, dag_run: Any) -> dict[str, Any]:
         "states": states,
         "xcoms": xcoms,
         "rendered": rendered,
+        "mapped_states": mapped_states,
+        "mapped_xcoms": mapped_xcoms,
     }
 
 
@@ -104,6 +117,8 @@ def finish(proc: subprocess.Popen[str], output: str) -> Run:
         summary["rendered"],
         output,
         split_logs(output),
+        {task: {int(i): v for i, v in by.items()} for task, by in summary.get("mapped_states", {}).items()},
+        {task: {int(i): v for i, v in by.items()} for task, by in summary.get("mapped_xcoms", {}).items()},
     )
 
 

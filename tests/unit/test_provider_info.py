@@ -30,6 +30,18 @@ def test_declared_modules_import() -> None:
             assert importlib.import_module(module)
 
 
+def test_task_decorators_import_and_are_found_by_airflow() -> None:
+    from airflow.sdk import task
+
+    import isolation
+
+    (declared,) = get_provider_info()["task-decorators"]
+    module, _, name = declared["class-name"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is isolation.isolated_task
+    assert declared["name"] == "isolated"
+    assert task.isolated is isolation.isolated_task
+
+
 def test_connection_type_names_its_hook() -> None:
     (declared,) = get_provider_info()["connection-types"]
     module, _, name = declared["hook-class-name"].rpartition(".")

@@ -1,0 +1,1 @@
+"""Re-export only: the ``@task.isolated`` decorator (``isolation.operators.taskflow``)."""

@@ -1,0 +1,196 @@
+"""``@task.isolated`` on the host: registration, checks at decoration, sealed source, arguments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG, task
+
+from isolation import isolated_task
+from isolation.errors import PayloadError, UnsupportedFunction
+from isolation.operators._function import FUNCTION_OPERATOR, sealed_function
+from isolation.operators.taskflow import _IsolatedDecoratedOperator
+
+START = dt.datetime(2024, 1, 1)
+
+
+def test_registered_for_airflow_task_and_exported_from_isolation() -> None:
+    assert task.isolated is isolated_task
+
+
+def test_isolation_import_stays_free_of_airflow() -> None:
+    code = "import sys, isolation; assert 'airflow' not in sys.modules; print(callable(isolation.isolated_task))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr
+
+
+def _closure() -> Any:
+    limit = 3
+
+    def inner(x: int) -> int:
+        return x * limit
+
+    return inner
+
+
+def _generator() -> Any:
+    yield 1
+
+
+async def _coroutine() -> int:
+    return 1
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        (lambda x: x, "cannot isolate a lambda"),
+        (_closure(), "cannot isolate the nested closure '_closure.<locals>.inner': it uses limit"),
+        (_generator, "does not run generator functions ('_generator')"),
+        (_coroutine, "does not run async def functions ('_coroutine')"),
+    ],
+)
+def test_unsupported_functions_are_refused_when_decorated(fn: Any, message: str) -> None:
+    with pytest.raises(UnsupportedFunction) as caught:
+        task.isolated(environment="modern")(fn)
+    assert message in caught.value.message
+    assert caught.value.hint
+
+
+def test_source_has_no_decorators_is_dedented_and_knows_its_line() -> None:
+    with DAG("tf_source", schedule=None, start_date=START):
+
+        @task.isolated(
+            environment="modern",
+            retries=0,
+        )
+        def nested(x: int) -> int:
+            # a comment stays
+            return x + 1
+
+        nested(1)
+    sealed = sealed_function(nested.function)
+    assert sealed.source == "def nested(x: int) -> int:\n    # a comment stays\n    return x + 1\n"
+    assert sealed.filename == "test_host_taskflow.py"
+    with open(__file__) as handle:
+        assert handle.read().splitlines()[sealed.first_line - 1].strip() == "def nested(x: int) -> int:"
+
+
+def test_multiple_outputs_inferred_from_a_dict_return_annotation() -> None:
+    with DAG("tf_outputs", schedule=None, start_date=START) as dag:
+
+        @task.isolated(environment="modern")
+        def as_dict() -> dict[str, int]:
+            return {}
+
+        @task.isolated(environment="modern")
+        def plain() -> int:
+            return 1
+
+        @task.isolated(environment="modern", multiple_outputs=False)
+        def forced() -> dict[str, int]:
+            return {}
+
+        as_dict()
+        plain()
+        forced()
+    assert dag.task_dict["as_dict"].multiple_outputs is True
+    assert dag.task_dict["plain"].multiple_outputs is False
+    assert dag.task_dict["forced"].multiple_outputs is False
+
+
+def test_arguments_discovery_and_sealed_kwargs() -> None:
+    with DAG("tf_args", schedule=None, start_date=START) as dag:
+
+        @task
+        def upstream() -> int:
+            return 1
+
+        @task.isolated(environment="modern", connections=["listed"])
+        def uses(n: int, source_conn_id: str, text: str) -> None:
+            from airflow.sdk import BaseHook, Variable
+
+            Variable.get("needed")
+            Variable.get("optional", default="x")
+            BaseHook.get_connection("in_source")
+
+        uses(upstream(), "by_argument", "{{ var.value.templated }}")
+    op = dag.task_dict["uses"]
+    assert isinstance(op, _IsolatedDecoratedOperator)
+    assert op.operator_path == FUNCTION_OPERATOR
+    assert op.upstream_task_ids == {"upstream"}
+    found = op._discover()
+    assert set(found.connections) == {"by_argument", "in_source"}
+    assert {name: ref.optional for name, ref in found.variables.items()} == {
+        "needed": False,
+        "optional": True,
+        "templated": False,
+    }
+    assert "the source of uses (line" in found.variables["needed"].where
+    op.op_args = [5, "by_argument", "t"]  # as resolved upstream values
+    kwargs = op._wrapped_kwargs({})
+    assert kwargs["op_args"] == [5, "by_argument", "t"]
+    assert kwargs["function"] == "uses"
+    assert kwargs["source"].startswith("def uses(")
+
+
+def test_unserialisable_argument_names_the_argument_and_type() -> None:
+    with DAG("tf_bad_arg", schedule=None, start_date=START) as dag:
+
+        @task.isolated(environment="modern")
+        def takes(values: Any, when: dt.datetime) -> None:
+            pass
+
+        takes(values={1, 2}, when=START)
+    with pytest.raises(PayloadError) as caught:
+        dag.task_dict["takes"]._wrapped_kwargs({})
+    assert "argument 'values' of takes() has type builtins.set" in caught.value.message
+
+
+def test_unknown_operator_argument_is_refused() -> None:
+    with DAG("tf_unknown", schedule=None, start_date=START), pytest.raises(TypeError, match="not_an_argument"):
+
+        @task.isolated(environment="modern", not_an_argument=1)
+        def f() -> None:
+            pass
+
+        f()
+
+
+def test_mapping_with_partial_upstream_and_expand_kwargs() -> None:
+    from airflow.sdk.bases.decorator import DecoratedMappedOperator
+
+    with DAG("tf_mapped", schedule=None, start_date=START) as dag:
+
+        @task
+        def label() -> str:
+            return "l"
+
+        @task
+        def numbers() -> list[int]:
+            return [1, 2, 3]
+
+        @task.isolated(environment="modern")
+        def f(x: int, label: str) -> int:
+            return x
+
+        f.partial(label=label()).expand(x=numbers())
+        f.expand_kwargs([{"x": 1, "label": "a"}, {"x": 2, "label": "b"}])
+    mapped = dag.task_dict["f"]
+    assert isinstance(mapped, DecoratedMappedOperator)
+    assert mapped.operator_class is _IsolatedDecoratedOperator
+    assert mapped.upstream_task_ids == {"label", "numbers"}
+    assert isinstance(dag.task_dict["f__1"], DecoratedMappedOperator)
+
+
+def test_methods_are_refused() -> None:
+    class Holder:
+        def method(self) -> None:
+            pass
+
+    with pytest.raises(TypeError, match=r"@task\.isolated does not support methods"):
+        isolated_task(environment="modern")(Holder.method)
