@@ -124,6 +124,11 @@ def deploy(
             )
     if as_json:
         emit_json({"backend": "local", "home": str(locations.home), "environments": [r.to_json() for r in results]})
+    if results:
+        note(
+            f"next: run a DAG whose tasks use these environments, e.g. with AIRFLOW__CORE__DAGS_FOLDER={project.dags}: "
+            "`airflow dags test DAG_ID` (after `airflow db migrate` in a fresh AIRFLOW_HOME)"
+        )
 
 
 def _require_local(project: Project, *, local: bool, kubernetes_options: tuple[str | None, ...]) -> None:
