@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
@@ -108,12 +109,24 @@ def table(
     for column in columns:
         grid.add_column(column, overflow="fold", no_wrap=column in no_wrap)
     for row in rows:
-        grid.add_row(*(_escape("" if cell is None else str(cell)) for cell in row))
+        grid.add_row(*(_escape("" if cell is None else str(cell), keep_newlines=False) for cell in row))
     out.print(grid)
 
 
-def _escape(text: str) -> str:
+# Terminal controls and bidirectional overrides: text from an envelope or a file must not
+# move the cursor, retitle the terminal or rewrite a line it follows.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NEWLINE = re.compile("\n")
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character shown as an escape (``\\x1b``), never sent as is."""
+    pattern = _CONTROLS if keep_newlines else re.compile(f"{_CONTROLS.pattern}|{_NEWLINE.pattern}")
+    return pattern.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _escape(text: str, *, keep_newlines: bool = True) -> str:
     # Paths and messages may hold "[...]", which Rich would read as markup.
     from rich.markup import escape
 
-    return escape(text)
+    return escape(printable(text, keep_newlines=keep_newlines))

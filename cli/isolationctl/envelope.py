@@ -40,7 +40,7 @@ from isolation.transport.sealed import inspect_envelope, open_envelope, seal_env
 from isolationctl import _audit
 from isolationctl._files import write_atomic
 from isolationctl._project import Locations
-from isolationctl._ui import ExitCode, done, fail, note, table, warn
+from isolationctl._ui import ExitCode, done, fail, note, printable, table, warn
 
 app = typer.Typer(
     help="Look into envelopes: read the header (no keys), verify the signature, open with an "
@@ -605,7 +605,7 @@ def verify(
     if as_json:
         _print_json({"valid": True, "reason": None, "header": doc})
         return
-    sys.stdout.write(f"valid: {_summary(doc)}\n")
+    sys.stdout.write(f"valid: {printable(_summary(doc))}\n")
 
 
 def _unverified(source: Source) -> dict[str, Any] | None:

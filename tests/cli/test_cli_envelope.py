@@ -501,3 +501,25 @@ def test_group_help_lists_the_commands(cli: Sandbox) -> None:
     result = cli.ok("envelope", "--help")
     for command in ("inspect", "verify", "open", "seal"):
         assert command in result.stdout
+
+
+def test_terminal_controls_in_an_envelope_never_reach_the_terminal(cli: Sandbox) -> None:
+    # inspect reads envelopes from anyone, without keys: its output must not be able to
+    # retitle the terminal, clear it, or rewrite the "valid:" line.
+    provision(cli)
+    hostile = "d\x1b]0;pwned\x07\x1b[2J\r\x1b[Kfake: valid\u202e"
+    doc = {
+        "operator": {"import_path": "pkg.mod.Op"},
+        "context": {
+            "dag_id": hostile,
+            "task_id": "t",
+            "run_id": "r\nfake",
+            "logical_date": "2024-05-01T00:00:00+00:00",
+        },
+    }
+    text = cli.ok("envelope", "seal", "-", "-e", "demo", input=json.dumps(doc)).stdout
+    for args in (("inspect", "-"), ("verify", "-"), ("open", "-", "-e", "demo")):
+        result = cli.ok("envelope", *args, input=text)
+        for control in ("\x1b", "\x07", "\r", "\u202e"):
+            assert control not in result.output, (args, result.output)
+        assert "fake" not in "".join(line[:4] for line in result.stdout.splitlines()), result.stdout
