@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isolation._atomic import write_atomic
 from isolation.environments.distribution import (
     DISTRIBUTION,
     HostRuntime,
@@ -381,15 +382,7 @@ def _key_files(keys_dir: Path, keyring: HostKeyring, name: str) -> dict[str, byt
 
 def _write_marker(root: Path, marker: dict[str, Any]) -> None:
     # Whole or not at all: a half-written marker must never describe a good environment.
-    fd, name = tempfile.mkstemp(prefix=f".{MARKER}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(marker, indent=2) + "\n")
-        os.chmod(name, 0o644)
-        os.replace(name, root / MARKER)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    write_atomic(root / MARKER, json.dumps(marker, indent=2) + "\n", mode=0o644)
 
 
 def provision_keys(name: str, keys_dir: Path, keyring: HostKeyring, *, suite: int = 1) -> Path:

@@ -8,13 +8,11 @@ private form is written with mode 0600.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -22,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from isolation._atomic import write_atomic
 from isolation.errors import KeysetError, RotationError
 from isolation.transport import _b64, _suites
 
@@ -343,28 +342,9 @@ class Keyset:
         target = Path(path)
         mode = 0o600 if any(k.private is not None for k in self.keys) else 0o644
         try:
-            # mkstemp: a fresh name, created exclusively with mode 0600, never through a
-            # symlink someone planted at a predictable temporary name.
-            fd, name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent if staging is None else Path(staging)
-            )
+            return write_atomic(target, self.to_json(), mode=mode, staging=staging)
         except OSError as exc:
             raise _save_error(target, exc) from None
-        tmp = Path(name)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self.to_json())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise _save_error(target, exc) from None
-            raise
-        return target
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Keyset:
