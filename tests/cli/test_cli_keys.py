@@ -88,7 +88,7 @@ def test_signer_rotation_by_hand_add_distribute_promote_revoke(keyed):
     assert statuses(signer(keyed)) == {old: "retiring", new: "primary"}
     in_window = keyed.run("keys", "revoke", old)
     assert in_window.code == 4 and "overlap window" in in_window.stderr, in_window
-    keyed.ok("keys", "overlap", "61", "--signer")
+    keyed.ok("keys", "overlap", "61", "--signer", "--force")
     # The window counts from the demotion: with a 61 s window it still holds.
     assert keyed.run("keys", "revoke", old).code == 4
     keyed.ok("keys", "revoke", old, "--force")
