@@ -1,16 +1,18 @@
 """A ``@task.isolated`` function as sealed source: checks, extraction, discovery.
 
 Pure functions over Python objects and source text: no Airflow import. The decorator
-checks a function when it is decorated and reads its source when the task runs; the
-source, not a pickle or an import path, is what travels in the envelope.
+checks a function and captures its source once, when it is decorated (never re-read
+when the task runs), and checks that the source compiles to the function's own code;
+the source, not a pickle or an import path, is what travels in the envelope.
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import inspect
+import io
 import os
-import textwrap
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,36 +78,153 @@ def check_function(fn: Callable[..., Any]) -> None:
 
 
 def sealed_function(fn: Callable[..., Any]) -> SealedFunction:
-    """The function's own source, decorators stripped, dedented, with its place in the DAG file."""
+    """The function's own source as the DAG file has it, decorators stripped, checked against ``fn``.
+
+    The source is the DAG file's lines from the ``def`` line on, byte for byte (no dedent:
+    an indented function compiles as the body of ``if True:``). It must parse as exactly
+    one undecorated ``def`` of ``fn``'s name, and compile to ``fn``'s own code, else the
+    function is refused: what is sealed is what the DAG file defined.
+    """
     check_function(fn)
+    name = fn.__qualname__
+    if hasattr(fn, "__wrapped__"):
+        raise UnsupportedFunction(
+            f"@task.isolated cannot isolate {name!r}: it wraps another function (__wrapped__), whose "
+            "source is not the code that would run",
+            hint="decorate the plain def function itself, with @task.isolated as its only decorator",
+        )
     try:
         lines, start = inspect.getsourcelines(fn)
     except (OSError, TypeError) as exc:
         raise UnsupportedFunction(
-            f"the source of {fn.__qualname__!r} cannot be read ({exc})",
+            f"the source of {name!r} cannot be read ({exc})",
             hint="@task.isolated functions must be defined in a .py file the worker can read",
         ) from None
-    text = textwrap.dedent("".join(lines))
+    # Python's own lines: only \n, \r\n and \r end one (str.splitlines also splits on \x0b,
+    # \x0c, \x1c-\x1e, \x85, \u2028 and \u2029, which Python reads as part of a line).
+    lines = python_lines("".join(lines))
     try:
-        tree = ast.parse(text)
+        node, offset = parse_sealed("".join(lines), allow_decorators=True)
     except SyntaxError as exc:
-        raise UnsupportedFunction(f"the source of {fn.__qualname__!r} cannot be parsed ({exc.msg})") from None
-    node = tree.body[0] if tree.body else None
-    if not isinstance(node, ast.FunctionDef) or node.name != fn.__name__:
-        raise UnsupportedFunction(f"the source of {fn.__qualname__!r} is not a single def statement")
-    # Decorators sit above the def line: dropping those lines keeps the rest byte for byte.
-    body = text.splitlines(keepends=True)[node.lineno - 1 :]
-    return SealedFunction(
+        raise UnsupportedFunction(f"the source of {name!r} cannot be parsed ({exc.msg})") from None
+    except ValueError:
+        node, offset = None, 0
+    if node is None or node.name != fn.__name__:
+        raise UnsupportedFunction(f"the source of {name!r} is not a single def statement")
+    def_line = node.lineno - offset  # 1-based, in the lines of the block
+    source = "".join(lines[def_line - 1 :])
+    sealed = SealedFunction(
         name=fn.__name__,
-        source="".join(body),
+        source=source,
         filename=os.path.basename(inspect.getsourcefile(fn) or "<dag file>"),
-        first_line=start + node.lineno - 1,
+        first_line=start + def_line - 1,
     )
+    check_sealed(sealed, fn)
+    return sealed
+
+
+def python_lines(text: str) -> list[str]:
+    """``text`` split where Python ends a line (``\\n``, ``\\r\\n``, ``\\r``), line ends kept."""
+    return io.StringIO(text, newline="").readlines()
+
+
+def sealed_module_source(source: str) -> tuple[str, int]:
+    """What compiles ``source``: itself, or the body of ``if True:`` when it is indented; and
+    how many lines that adds before it."""
+    if source[:1] in (" ", "\t", "\x0c"):
+        return "if True:\n" + source, 1
+    return source, 0
+
+
+def parse_sealed(source: str, *, allow_decorators: bool = False) -> tuple[ast.FunctionDef, int]:
+    """The one ``def`` that ``source`` is, and the line offset of :func:`sealed_module_source`.
+
+    ValueError when ``source`` holds anything but one (undecorated) ``def`` statement.
+    """
+    text, offset = sealed_module_source(source)
+    tree = ast.parse(text)
+    body = tree.body
+    if offset:
+        if not (len(body) == 1 and isinstance(body[0], ast.If) and not body[0].orelse):
+            raise ValueError("not a single def statement")
+        body = body[0].body
+    if len(body) != 1 or not isinstance(body[0], ast.FunctionDef):
+        raise ValueError("not a single def statement")
+    node = body[0]
+    if node.decorator_list and not allow_decorators:
+        raise ValueError("a decorated def statement")
+    return node, offset
+
+
+def check_sealed(sealed: SealedFunction, fn: Callable[..., Any]) -> None:
+    """Refuse ``sealed`` unless it is one undecorated ``def`` compiling to ``fn.__code__``."""
+    where = f"the source of {fn.__qualname__!r} ({sealed.filename} line {sealed.first_line})"
+    hint = (
+        "the DAG file must define the function as it runs: was the file changed after it was loaded, "
+        "or is the function built or replaced at run time?"
+    )
+    try:
+        node, _ = parse_sealed(sealed.source)
+    except (SyntaxError, ValueError) as exc:
+        raise UnsupportedFunction(f"{where} is not a single undecorated def statement ({exc})", hint=hint) from None
+    code: types.CodeType = fn.__code__
+    text, _ = sealed_module_source(sealed.source)
+    # The DAG file's __future__ imports, as the function was compiled with them.
+    flags = code.co_flags & _FUTURE_FLAGS
+    module = compile(text, sealed.filename, "exec", flags=flags, dont_inherit=True)
+    compiled = [c for c in _code_constants(module) if c.co_name == node.name]
+    if len(compiled) != 1 or not _same_code(compiled[0], code):
+        raise UnsupportedFunction(f"{where} does not compile to the function's own code", hint=hint)
+
+
+_FUTURE_FLAGS = 0
+for _feature in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
+# Set for a function defined inside another one; the sealed source is compiled at module level.
+_CO_NESTED = inspect.CO_NESTED
+
+
+def _code_constants(code: types.CodeType) -> list[types.CodeType]:
+    return [c for c in code.co_consts if isinstance(c, types.CodeType)]
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """Same bytecode, names and constants (nested code objects compared alike); line
+    numbers, positions and file names are not compared."""
+    if (a.co_code, a.co_names, a.co_varnames, a.co_freevars, a.co_cellvars, a.co_argcount) != (
+        b.co_code,
+        b.co_names,
+        b.co_varnames,
+        b.co_freevars,
+        b.co_cellvars,
+        b.co_argcount,
+    ):
+        return False
+    if (a.co_posonlyargcount, a.co_kwonlyargcount, a.co_name) != (b.co_posonlyargcount, b.co_kwonlyargcount, b.co_name):
+        return False
+    if (a.co_flags & ~_CO_NESTED) != (b.co_flags & ~_CO_NESTED):
+        return False
+    return _same_constant(a.co_consts, b.co_consts)
+
+
+def _same_constant(a: Any, b: Any) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, types.CodeType):
+        return _same_code(a, b)
+    if isinstance(a, tuple):
+        return len(a) == len(b) and all(_same_constant(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, frozenset):
+        return bool(a == b)
+    if isinstance(a, (float, complex)):
+        return repr(a) == repr(b)
+    return bool(a == b)
 
 
 def discover_in_source(fn: SealedFunction, found: Discovered) -> None:
     """``Variable.get("x")`` and ``BaseHook.get_connection("c")`` calls with literal names."""
-    for node in ast.walk(ast.parse(fn.source)):
+    node_, offset = parse_sealed(fn.source)
+    for node in ast.walk(node_):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
         owner = node.func.value
@@ -113,7 +232,7 @@ def discover_in_source(fn: SealedFunction, found: Discovered) -> None:
             continue
         call = (owner.id, node.func.attr)
         keywords = {kw.arg: kw.value for kw in node.keywords if kw.arg}
-        where = f"the source of {fn.name} (line {fn.first_line + node.lineno - 1})"
+        where = f"the source of {fn.name} (line {fn.first_line + node.lineno - offset - 1})"
         if call in _VARIABLE_GETS:
             key = _literal(node.args[0] if node.args else keywords.get("key"))
             # A default makes the variable optional, as it is for Variable.get itself.

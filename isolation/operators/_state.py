@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from isolation.errors import PayloadError
@@ -44,7 +44,8 @@ def to_plain(value: Any, where: str, resolve: Callable[[Any], Any] | None = None
                 raise PayloadError(f"{where} has a non-string key of type {type(key).__name__}")
             out[key] = to_plain(item, f"{where}[{key!r}]", resolve)
         return out
-    if isinstance(value, (list, tuple)):
+    # Any sequence but text: a list, a tuple, Airflow's LazyXComSequence (a mapped task's outputs).
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
         return [to_plain(item, f"{where}[{i}]", resolve) for i, item in enumerate(value)]
     if isinstance(value, (types.FunctionType, type)):
         try:

@@ -57,6 +57,32 @@ def test_mapped_taskflow_functions_run_in_both_environments(taskflow_run) -> Non
         # Only the environment is rendered (and stored) on the host.
         assert run.rendered[task_id] == {"environment": task_id.split("_", 1)[1]}
     assert run.xcoms["total"]["return_value"] == 2 * (1 + 4 + 9)
+    # The return value is the task's XCom, not a log line (PythonOperator logs it by default).
+    assert "Returned value was" not in run.logs["report_modern"]
+
+
+def test_whole_mapped_output_is_one_argument(taskflow_run) -> None:
+    run = taskflow_run
+    assert run.states["count_reports"] == "success", run.logs.get("count_reports", "")[-3000:]
+    assert run.xcoms["count_reports"]["return_value"] == 1 + 2 + 3
+
+
+def test_values_from_xcom_are_never_discovered_nor_rendered(taskflow_run) -> None:
+    run = taskflow_run
+    # A mapped *_conn_id from an upstream XCom names another team's connection: not sealed.
+    assert run.mapped_states["probe"] == {0: "success"}, run.logs.get("probe", "")[-3000:]
+    probed = run.mapped_xcoms["probe"][0]["return_value"]
+    assert probed["conn_id"] == "e2e_leaky"
+    assert probed["got"] == "ConnectionNotProvided: connection 'e2e_leaky' was not provided to this isolated task"
+    assert "0 connection(s)" in run.logs["probe"]
+    # A template coming from an upstream XCom arrives verbatim; the DAG file's literal renders.
+    template = "{{ conn.e2e_leaky.password }}"
+    assert run.states["verbatim_arg"] == "success", run.logs.get("verbatim_arg", "")[-3000:]
+    assert run.xcoms["verbatim_arg"]["return_value"] == {"text": [template], "literal": "param-value"}
+    assert run.mapped_xcoms["verbatim_mapped"][0]["return_value"] == {"text": template, "literal": "param-value"}
+    assert run.mapped_xcoms["verbatim_literal"][0]["return_value"] == {"text": "param-value", "literal": "x"}
+    for task_id in ("probe", "verbatim_arg", "verbatim_mapped"):
+        assert CONN_PASSWORD not in json.dumps(run.mapped_xcoms.get(task_id) or run.xcoms.get(task_id))
 
 
 def test_taskflow_secrets_never_leak(taskflow_run) -> None:
@@ -87,6 +113,11 @@ BAD = {
     "bad_return": ("XCom 'return_value' is not JSON-serialisable", "set"),
     "bad_argument": ("argument 'values' of bad_argument() has type builtins.set", "cannot travel in an envelope"),
     "not_a_dict": ("multiple_outputs", "list"),
+    "forges_keys": (
+        "forges_keys() returned the reserved key 'isolation_environment' with multiple_outputs",
+        "keys starting with 'isolation_' are the host's own",
+    ),
+    "forges_skip": ("returned the reserved key ' SkipMixin_Key'", "Airflow skips downstream tasks by it"),
 }
 
 

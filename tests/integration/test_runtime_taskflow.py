@@ -9,14 +9,15 @@ an envelope whose source was changed after sealing is refused before anything ex
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _runtime import make_payload, run_runtime, seal
 
 from isolation.environments import LocalEnvironment
-from isolation.operators._function import FUNCTION_OPERATOR
+from isolation.operators._function import FUNCTION_OPERATOR, sealed_function
 from isolation.runtime.exitcodes import ExitCode
-from isolation.transport import envelope, seal_envelope
+from isolation.transport import ConnectionSpec, envelope, seal_envelope
 from isolation.transport.keyset import Keyset
 from tests._envs import host_keyring
 
@@ -100,3 +101,65 @@ def test_source_altered_after_sealing_is_refused(environment: LocalEnvironment, 
     # The honest envelope still runs: the refusals were about the changes, not the task.
     run = run_runtime(environment, tmp_path / "honest", payload=honest)
     assert run.code == ExitCode.SUCCESS, run.output[-2000:]
+
+
+def test_upstream_values_arrive_verbatim_never_rendered(environment: LocalEnvironment, tmp_path: Path):
+    # The host carries values resolved from upstream XComs apart from the DAG file's literal
+    # arguments: only the literals render. The connection is in the envelope, so a rendered
+    # upstream template would really become its password.
+    source = "def double(literal, upstream, nested, ds=None):\n    return [literal, upstream, nested, ds]\n"
+    kwargs = _function(source, literal="{{ ds }}", upstream=None, nested={"keep": "{{ ds }}", "x": None})
+    kwargs["resolved"] = [
+        {"path": ["op_kwargs", "upstream"], "value": "{{ conn.my_db.password }}"},
+        {"path": ["op_kwargs", "nested", "x"], "value": ["{{ var.value.v }}"]},
+    ]
+    run = run_runtime(
+        environment,
+        tmp_path,
+        payload=make_payload(
+            FUNCTION_OPERATOR,
+            kwargs,
+            connections={"my_db": ConnectionSpec(conn_type="http", password="pw-must-not-appear")},
+            variables={"v": "var-must-not-appear"},
+        ),
+    )
+    assert run.code == ExitCode.SUCCESS, run.output[-3000:]
+    assert run.result is not None
+    assert run.result["return_value"] == [
+        "2024-03-05",
+        "{{ conn.my_db.password }}",
+        {"keep": "2024-03-05", "x": ["{{ var.value.v }}"]},
+        "2024-03-05",
+    ]
+
+
+def _indented() -> Any:
+    def literal() -> list[str]:
+        # A backslash-continued line and a whitespace-only line inside strings: dedent changed both.
+        return [
+            "continued \
+        here",
+            """first
+    
+last""",  # noqa: W293 - the whitespace-only line is the point
+        ]
+
+    return literal
+
+
+def test_indented_function_runs_byte_for_byte(environment: LocalEnvironment, tmp_path: Path):
+    fn = _indented()
+    sealed = sealed_function(fn)
+    assert sealed.source.startswith("    def literal()")
+    run = run_runtime(environment, tmp_path, payload=make_payload(FUNCTION_OPERATOR, sealed.as_kwargs()))
+    assert run.code == ExitCode.SUCCESS, run.output[-3000:]
+    assert run.result is not None
+    assert run.result["return_value"] == fn()
+
+
+def test_return_value_is_not_in_the_task_log(environment: LocalEnvironment, tmp_path: Path):
+    source = "def double(x):\n    return 'derived-' + str(x * 7) + '-value'\n"
+    run = run_runtime(environment, tmp_path, payload=make_payload(FUNCTION_OPERATOR, _function(source, x=6)))
+    assert run.code == ExitCode.SUCCESS, run.output[-3000:]
+    assert run.result is not None and run.result["return_value"] == "derived-42-value"
+    assert "derived-42-value" not in run.output

@@ -78,3 +78,41 @@ with DAG("e2e_taskflow", schedule=None, start_date=dt.datetime(2024, 1, 1), para
 
     # multiple_outputs: each mapped instance's keys are XComs; "squared" of every instance here.
     total(dag.task_dict["report_legacy"].output["squared"], dag.task_dict["report_modern"].output["squared"])
+
+    # Values from upstream XComs are data: never discovered (no connection is sealed for
+    # them) and never rendered. e2e_leaky exists, so a discovered id would really resolve.
+    @task
+    def other_team() -> list[dict[str, str]]:
+        return [{"source_conn_id": "e2e_leaky"}]
+
+    @task
+    def templates() -> list[str]:
+        return ["{{ conn.e2e_leaky.password }}"]
+
+    @task.isolated(environment="modern", multiple_outputs=False)
+    def probe(source_conn_id: str) -> dict[str, Any]:
+        from airflow.sdk import BaseHook
+
+        try:
+            got = BaseHook.get_connection(source_conn_id).password
+        except Exception as exc:  # the runtime's "was not provided" error
+            got = f"{type(exc).__name__}: {exc}"
+        return {"conn_id": source_conn_id, "got": got}
+
+    probe.expand_kwargs(other_team())
+
+    @task.isolated(environment="modern", multiple_outputs=False)
+    def verbatim(text: Any, literal: str) -> dict[str, Any]:
+        return {"text": text, "literal": literal}
+
+    # An XComArg argument, a mapped XCom value, and (rendered) the DAG file's literals.
+    verbatim.override(task_id="verbatim_arg")(templates(), "{{ params.who }}")
+    verbatim.override(task_id="verbatim_mapped").partial(literal="{{ params.who }}").expand(text=templates())
+    verbatim.override(task_id="verbatim_literal").partial(literal="x").expand(text=["{{ params.who }}"])
+
+    # A mapped task's whole output (Airflow's LazyXComSequence) as one argument.
+    @task.isolated(environment="modern")
+    def count_reports(reports: list[dict[str, Any]]) -> int:
+        return sum(report["n"] for report in reports)
+
+    count_reports(dag.task_dict["report_modern"].output)

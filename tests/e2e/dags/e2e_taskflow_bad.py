@@ -31,6 +31,17 @@ with DAG("e2e_taskflow_bad", schedule=None, start_date=dt.datetime(2024, 1, 1)) 
     def not_a_dict() -> dict:
         return [1, 2]  # type: ignore[return-value]
 
+    # multiple_outputs: each key would become an XCom; the host's and Airflow's own are refused.
+    @task.isolated(environment="modern")
+    def forges_keys() -> dict[str, str]:
+        return {"isolation_environment": "forged", "fine": "yes"}
+
+    @task.isolated(environment="modern")
+    def forges_skip() -> dict[str, str]:
+        return {" SkipMixin_Key": "forged"}
+
+    forges_keys()
+    forges_skip()
     module_scope(1)
     raises(1)
     bad_return()
