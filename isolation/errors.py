@@ -17,7 +17,9 @@
     ├── ResultError                   runtime: a result value cannot travel back as JSON
     ├── TaskTerminated                runtime: the task was stopped by a signal
     └── IsolatedTaskError             the isolated task ended badly (host side)
-        ├── IsolatedTaskFailed
+        ├── IsolatedTaskFailed        carries the isolated exception's type names and message
+        │   └── IsolatedTaskFailedNoRetry   one Airflow never retries; on the host also
+        │                                   Airflow's AirflowFailException
         ├── IsolatedTaskRejected
         └── IsolatedTaskViolation
 
@@ -34,6 +36,7 @@ __all__ = [
     "EnvelopeRejected",
     "IsolatedTaskError",
     "IsolatedTaskFailed",
+    "IsolatedTaskFailedNoRetry",
     "IsolatedTaskRejected",
     "IsolatedTaskViolation",
     "IsolationError",
@@ -223,7 +226,44 @@ class IsolatedTaskError(IsolationError):
 
 
 class IsolatedTaskFailed(IsolatedTaskError):
-    """The wrapped operator raised or the runtime failed."""
+    """The wrapped operator raised or the runtime failed.
+
+    When the isolated side reported its exception, the message is ``"OriginalType: message"``
+    (what ``on_failure_callback`` shows as ``context["exception"]``), ``isolated_type`` is
+    the original class name and ``isolated_types`` the module-qualified names of its class
+    hierarchy (its MRO), so callbacks can tell what really failed. ``where`` says in which
+    environment; :meth:`diagnostics` puts it in front of the message.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        where: str = "",
+        isolated_type: str | None = None,
+        isolated_types: tuple[str, ...] = (),
+        isolated_message: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.where = where
+        self.isolated_type = isolated_type
+        self.isolated_types = isolated_types
+        self.isolated_message = isolated_message
+
+    def diagnostics(self) -> str:
+        text = super().diagnostics()
+        return f"{self.where}: {text}" if self.where else text
+
+
+class IsolatedTaskFailedNoRetry(IsolatedTaskFailed):
+    """The isolated task failed in a way Airflow fails without retry.
+
+    ``AirflowFailException`` or ``AirflowSensorTimeout`` in isolation, or an operator the
+    environment cannot build from its import path and arguments. The host raises it mixed
+    with Airflow's ``AirflowFailException`` (this module imports no Airflow), so Airflow's
+    task runner does not retry it.
+    """
 
 
 class IsolatedTaskRejected(IsolatedTaskError):

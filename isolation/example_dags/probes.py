@@ -29,6 +29,20 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
+def fail_for_good(message: str) -> None:
+    """Raises AirflowFailException: Airflow fails the task without retrying it."""
+    try:  # the Task SDK's class from Airflow 3.1; airflow.exceptions before (and re-exported after)
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:
+        from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+    raise AirflowFailException(message)
+
+
+def never_ready() -> bool:
+    """A sensor condition that never holds: the sensor times out."""
+    return False
+
+
 def write_variable() -> None:
     """Tries to write an Airflow Variable: the no-callback contract forbids it."""
     from airflow.models import Variable

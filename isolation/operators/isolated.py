@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from isolation.backends import Backend, RunOutcome, get_backend
 from isolation.environments.spec import check_name
@@ -32,6 +33,7 @@ from isolation.errors import (
     ConfigurationError,
     EnvelopeRejected,
     IsolatedTaskFailed,
+    IsolatedTaskFailedNoRetry,
     IsolatedTaskRejected,
     IsolatedTaskViolation,
     IsolationError,
@@ -39,6 +41,7 @@ from isolation.errors import (
 )
 from isolation.masking import SecretMasker, secret_strings
 from isolation.operators import _state, discovery
+from isolation.operators._logs import IsolatedLog
 from isolation.operators.keyring_hook import DEFAULT_CONN_ID, HostKeys, load_host_keys
 from isolation.operators.result import (
     EXIT_CANNOT_START,
@@ -52,7 +55,7 @@ from isolation.operators.result import (
     parse_result,
 )
 
-__all__ = ["ENVIRONMENT_XCOM", "IsolatedOperator", "operator_path"]
+__all__ = ["ENVIRONMENT_XCOM", "IsolatedAirflowFail", "IsolatedOperator", "operator_path"]
 
 _OPERATOR_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*")
 # Arguments of BaseOperator belong to the IsolatedOperator (pool, retries, callbacks, ...).
@@ -242,6 +245,7 @@ class IsolatedOperator(BaseOperator):
         task_context = _state.task_context(context, self.owner)
         secrets = _secret_values(connections, variables)
         self._log_masker = _mask(secrets)
+        self._log_forward = IsolatedLog(self.log, self._log_masker.mask)
 
         def seal(result_path: str) -> str:
             return _seal(
@@ -300,8 +304,11 @@ class IsolatedOperator(BaseOperator):
 
     def _log_line(self, line: str) -> None:
         # Masked here whether or not Airflow masks this log (dag.test() does not).
-        masker = getattr(self, "_log_masker", None)
-        self.log.info("%s", masker.mask(line) if masker is not None else line)
+        forward = getattr(self, "_log_forward", None)
+        if forward is None:
+            masker = getattr(self, "_log_masker", None)
+            forward = self._log_forward = IsolatedLog(self.log, masker.mask if masker is not None else str)
+        forward(line)
 
     # -- resolution (execute time only) ----------------------------------------------
 
@@ -481,19 +488,15 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
     if outcome.killed_by is not None:
         raise IsolatedTaskFailed(f"the isolated task in {where} was killed by signal {outcome.killed_by}")
     code = outcome.exit_code
-    if code == EXIT_CANNOT_START:
-        raise IsolatedTaskFailed(
-            f"the isolation runtime in {where} could not start (exit code 2){_tail(outcome, mask)}",
-            hint="check the environment's keys directory and that it was built by this version; " + rebuild,
-        )
-    if code not in OUTCOME_OF_EXIT:
+    if code not in OUTCOME_OF_EXIT and code != EXIT_CANNOT_START:
         raise IsolatedTaskFailed(
             f"the interpreter of {where} exited with code {code} before the isolation runtime ran"
             + _tail(outcome, mask),
             hint="is apache-airflow-providers-isolation installed in it? " + rebuild,
         )
     result = parse_result(outcome.result, environment=environment) if outcome.result is not None else None
-    expected = OUTCOME_OF_EXIT[code]
+    # Exit 2 reports "failed": the runtime could not start, or could not build the operator.
+    expected = "failed" if code == EXIT_CANNOT_START else OUTCOME_OF_EXIT[code]
     if result is not None and result.outcome != expected:
         raise IsolatedTaskFailed(
             f"the isolated task in {where} exited with code {code} but reported {result.outcome!r}",
@@ -501,6 +504,26 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
         )
     error = result.error if result is not None else None
     message = _clip(mask(f"{error.type}: {error.message}")) if error is not None else None
+    if code == EXIT_CANNOT_START:
+        if error is not None and _is_operator_config(error.types):
+            # Import path, callable or arguments: the same on every try, so never retried.
+            raise _failure(
+                IsolatedTaskFailedNoRetry,
+                error,
+                mask,
+                where=f"the isolated task in {where} could not build its operator (exit code 2; not retried)",
+                hint=f"check the operator path/arguments given to the IsolatedOperator: they must import and be "
+                f"accepted by the operator in environment {environment!r} (its Airflow version and packages, "
+                f"environments/{environment}/requirements.txt)",
+            )
+        keys = error is None or "isolation.errors.KeysetError" in error.types
+        raise IsolatedTaskFailed(
+            f"the isolation runtime in {where} could not start (exit code 2)"
+            + (f": {message}" if message else _tail(outcome, mask)),
+            hint=("check the environment's keys directory and that it was built by this version; " + rebuild)
+            if keys
+            else "the message says what the runtime could not use; " + rebuild,
+        )
     if code == EXIT_SUCCESS:
         if result is None:
             raise IsolatedTaskFailed(f"the isolated task in {where} succeeded but wrote no result", hint=rebuild)
@@ -521,11 +544,61 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
             hint="isolated tasks cannot write to Airflow; return data as XCom and write it from a host task",
         )
     assert code == EXIT_FAILED
-    if message is None:
+    if error is None:
         raise IsolatedTaskFailed(f"the isolated task in {where} failed before writing a result{_tail(outcome, mask)}")
-    raise IsolatedTaskFailed(
-        f"the isolated task in {where} failed: {message}",
-        hint=_failure_hint(error.type if error else "", environment),
+    if _never_retried(error.types):
+        raise _failure(
+            IsolatedTaskFailedNoRetry,
+            error,
+            mask,
+            where=f"the isolated task in {where} failed (not retried, as Airflow does for {error.type})",
+            hint="",
+        )
+    raise _failure(
+        IsolatedTaskFailed,
+        error,
+        mask,
+        where=f"the isolated task in {where} failed",
+        hint=_failure_hint(error.type, environment),
+    )
+
+
+# Exceptions Airflow's task runner fails without retry, by class name, in any module of
+# Airflow (airflow.exceptions on Airflow 2 and 3.0, airflow.sdk.exceptions from 3.1).
+_NOT_RETRIED = frozenset({"AirflowFailException", "AirflowSensorTimeout"})
+_OPERATOR_CONFIG = "isolation.errors.OperatorLoadError"
+
+
+def _never_retried(types: Sequence[str]) -> bool:
+    for name in types:
+        module, _, qualname = name.rpartition(".")
+        if qualname in _NOT_RETRIED and (module == "airflow" or module.startswith("airflow.")):
+            return True
+    return False
+
+
+def _is_operator_config(types: Sequence[str]) -> bool:
+    return _OPERATOR_CONFIG in types
+
+
+class IsolatedAirflowFail(IsolatedTaskFailedNoRetry, AirflowFailException):
+    """What the host raises for :class:`IsolatedTaskFailedNoRetry`: Airflow fails it without retry."""
+
+
+def _failure(
+    kind: type[IsolatedTaskFailed], error: Any, mask: Callable[[str], str], *, where: str, hint: str
+) -> IsolatedTaskFailed:
+    """The host's exception for the isolated ``error``: ``"Type: message"``, the type names kept."""
+    isolated_type = mask(error.type)
+    isolated_message = mask(error.message)
+    cls = IsolatedAirflowFail if kind is IsolatedTaskFailedNoRetry else kind
+    return cls(
+        _clip(f"{isolated_type}: {isolated_message}"),
+        hint=hint,
+        where=where,
+        isolated_type=isolated_type,
+        isolated_types=tuple(mask(name) for name in error.types),
+        isolated_message=_clip(isolated_message),
     )
 
 

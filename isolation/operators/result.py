@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -67,6 +67,8 @@ class _Model(BaseModel):
 class ResultError(_Model):
     type: str = Field(max_length=200)
     message: str = Field(max_length=64 * 1024)
+    # The module-qualified names of the exception's MRO (absent from older runtimes).
+    types: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=32)
 
 
 # A version is shown in the host's log: no spaces, quotes or control characters.

@@ -13,6 +13,8 @@ from typing import Any
 from isolation.errors import ResultError
 
 FORMAT = "isolation-result/v1"
+# The host keeps at most this many names of an error's class hierarchy (docs/runtime.md).
+MAX_ERROR_TYPES = 32
 
 
 def _json_value(value: Any, key: str) -> Any:
@@ -48,7 +50,11 @@ def document(
     if error is not None:
         message = getattr(error, "message", None) or str(error)
         # A class name can be made at run time from anything, a secret included.
-        err = {"type": redact(type(error).__name__), "message": redact(str(message))}
+        err = {
+            "type": redact(type(error).__name__),
+            "message": redact(str(message)),
+            "types": [redact(name) for name in class_hierarchy(type(error))],
+        }
     return {
         "format": FORMAT,
         "outcome": outcome,
@@ -57,6 +63,16 @@ def document(
         "error": err,
         "environment": {"python": platform.python_version(), "airflow": airflow_version, "name": environment},
     }
+
+
+def class_hierarchy(cls: type) -> list[str]:
+    """Module-qualified names of ``cls``'s MRO, most specific first, without ``object``.
+
+    The host decides by them what Airflow would do (``AirflowFailException`` anywhere in
+    the hierarchy: no retry), whatever module the environment's Airflow defines it in.
+    """
+    names = [f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__ if c is not object]
+    return [name[:200] for name in names[:MAX_ERROR_TYPES]]
 
 
 _INHERITED = "/proc/self/fd/"

@@ -30,6 +30,8 @@ class Run:
     # Mapped task instances, by task id then map index: their states and XComs.
     mapped_states: dict[str, dict[int, str]] = field(default_factory=dict)
     mapped_xcoms: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    # How many tries each (unmapped) task instance had.
+    tries: dict[str, int] = field(default_factory=dict)
 
 
 def load_dag(dag_id: str) -> Any:
@@ -55,6 +57,7 @@ def collect(dag_id: str, dag_run: Any) -> dict[str, Any]:
     with create_session() as session:
         tis = dag_run.get_task_instances(session=session)
         states = {ti.task_id: _value(ti.state) for ti in tis}
+        tries = {ti.task_id: ti.try_number for ti in tis if ti.map_index < 0}
         mapped_states: dict[str, dict[int, str]] = {}
         for ti in tis:
             if ti.map_index >= 0:
@@ -83,6 +86,7 @@ def collect(dag_id: str, dag_run: Any) -> dict[str, Any]:
         "rendered": rendered,
         "mapped_states": mapped_states,
         "mapped_xcoms": mapped_xcoms,
+        "tries": tries,
     }
 
 
@@ -119,6 +123,7 @@ def finish(proc: subprocess.Popen[str], output: str) -> Run:
         split_logs(output),
         {task: {int(i): v for i, v in by.items()} for task, by in summary.get("mapped_states", {}).items()},
         {task: {int(i): v for i, v in by.items()} for task, by in summary.get("mapped_xcoms", {}).items()},
+        summary.get("tries", {}),
     )
 
 

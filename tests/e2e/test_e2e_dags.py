@@ -123,3 +123,53 @@ def test_bad_input_fails_clearly_and_leaves_nothing(airflow_env):
         assert hint in log, (task_id, log[-2500:])
     assert set(sandboxed_processes()) - before == set()
     assert leftover_temp(TMP) == []
+
+
+def _callbacks(output: str) -> dict[str, dict]:
+    marker = "E2E-CALLBACK "
+    seen = [json.loads(line[line.index(marker) + len(marker) :]) for line in output.splitlines() if marker in line]
+    return {item["task"]: item for item in seen}
+
+
+def test_failures_airflow_never_retries_are_not_retried_in_isolation(airflow_env):
+    run = run_dag("e2e_no_retry")
+    callbacks = _callbacks(run.output)
+    # Every task has retries=1; the host twins show what Airflow does with each exception.
+    for task in ("fail", "ctrl_fail", "sensor_timeout", "ctrl_sensor_timeout", "bad_kwarg", "bad_path"):
+        assert run.states[task] == "failed", (task, run.logs.get(task, run.output)[-3000:])
+        assert run.tries[task] == 1, (task, run.tries)
+    for task in ("retried", "ctrl_retried"):
+        assert run.states[task] == "failed" and run.tries[task] == 2, (task, run.tries)
+    # Callbacks see the original type and message, and an AirflowFailException as on the host.
+    assert callbacks["ctrl_fail"]["message"] == "no-point-retrying"
+    assert callbacks["fail"]["message"] == "AirflowFailException: no-point-retrying"
+    assert callbacks["fail"]["isolated_type"] == "AirflowFailException"
+    assert "airflow.sdk.exceptions.AirflowFailException" in callbacks["fail"]["isolated_types"]
+    assert callbacks["fail"]["airflow_fail"] and callbacks["ctrl_fail"]["airflow_fail"]
+    assert callbacks["ctrl_sensor_timeout"]["type"] == "AirflowSensorTimeout"
+    assert callbacks["sensor_timeout"]["isolated_type"] == "AirflowSensorTimeout"
+    assert callbacks["sensor_timeout"]["message"].startswith("AirflowSensorTimeout: ")
+    assert "airflow.exceptions.AirflowSensorTimeout" in callbacks["sensor_timeout"]["isolated_types"]
+    assert callbacks["retried"]["message"] == "ValueError: try-again"
+    assert callbacks["retried"]["isolated_types"][0] == "builtins.ValueError"
+    assert not callbacks["retried"]["airflow_fail"]
+    # Configuration errors: the hint names the operator path and arguments, never the keys.
+    for task, text in (("bad_kwarg", "bash_comand"), ("bad_path", "BashOprator")):
+        log = run.logs[task]
+        assert text in log and "check the operator path/arguments" in log, log[-3000:]
+        assert "keys directory" not in log, log[-3000:]
+        assert callbacks[task]["isolated_type"] == "OperatorLoadError"
+
+
+def test_isolated_lines_keep_their_level_and_one_timestamp(airflow_env):
+    run = run_dag("e2e_outcomes")
+    # Lines forwarded from the isolated task (the host's own traceback follows them unprefixed).
+    forwarded = [line for line in run.logs["failing"].splitlines() if "isolated.IsolatedOperator]" in line]
+    traceback = [line for line in forwarded if "Traceback (most recent call last)" in line]
+    assert traceback and all("[error" in line for line in traceback), forwarded
+    # The isolated traceback's own lines stay with it, at ERROR.
+    raised = [line for line in forwarded if "ValueError: boom-from-isolation-e2e" in line]
+    assert raised and all("[error" in line for line in raised), forwarded
+    # A record keeps its level and loses the isolated timestamp: the host's is the only one.
+    running = [line for line in forwarded if "isolation.runtime: running" in line]
+    assert running and all("[info" in line and "] INFO " not in line for line in running), running

@@ -23,7 +23,7 @@ class _Log:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def info(self, message: str, *args: Any) -> None:
+    def log(self, level: int, message: str, *args: Any) -> None:
         self.lines.append(message % args)
 
 
@@ -98,3 +98,9 @@ def test_errors_built_from_the_isolated_side_are_masked():
     with pytest.raises(IsolatedTaskFailed) as info:
         _interpret(failed, "legacy", masker)
     assert "ValueError: bad ***" in str(info.value)
+    # What callbacks read besides the message: the type names are the environment's words too.
+    document["error"] = {"type": f"E_{secret}", "message": "x", "types": [f"m.E_{secret}", "builtins.Exception"]}
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(RunOutcome(1, json.dumps(document).encode(), ()), "legacy", masker)
+    assert info.value.isolated_type == "E_***"
+    assert info.value.isolated_types == ("m.E_***", "builtins.Exception")

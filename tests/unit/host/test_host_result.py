@@ -6,10 +6,10 @@ import json
 import re
 
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from isolation.backends import RunOutcome
-from isolation.errors import IsolatedTaskFailed, IsolatedTaskRejected, IsolatedTaskViolation
+from isolation.errors import IsolatedTaskFailed, IsolatedTaskFailedNoRetry, IsolatedTaskRejected, IsolatedTaskViolation
 from isolation.operators.isolated import _interpret
 from isolation.operators.result import parse_result
 
@@ -137,8 +137,110 @@ def test_success_returns_the_result():
 
 
 def test_failure_carries_the_isolated_error():
-    data = doc(outcome="failed", error={"type": "ValueError", "message": "boom in isolation"})
-    with pytest.raises(IsolatedTaskFailed, match="failed: ValueError: boom in isolation"):
+    types = ["builtins.ValueError", "builtins.Exception", "builtins.BaseException"]
+    data = doc(outcome="failed", error={"type": "ValueError", "message": "boom in isolation", "types": types})
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(outcome(1, data), "legacy")
+    # What on_failure_callback sees as context["exception"]: the original type and message.
+    assert str(info.value) == "ValueError: boom in isolation"
+    assert info.value.isolated_type == "ValueError"
+    assert info.value.isolated_types == tuple(types)
+    assert info.value.isolated_message == "boom in isolation"
+    assert info.value.diagnostics().startswith(
+        "the isolated task in environment 'legacy' failed: ValueError: boom in isolation"
+    )
+    # An ordinary failure is retried, as on the host.
+    assert not isinstance(info.value, (AirflowFailException, IsolatedTaskFailedNoRetry))
+
+
+def test_a_result_without_type_names_is_an_ordinary_failure():
+    # A runtime older than the "types" field.
+    data = doc(outcome="failed", error={"type": "AirflowFailException", "message": "stop"})
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(outcome(1, data), "legacy")
+    assert info.value.isolated_types == () and not isinstance(info.value, AirflowFailException)
+
+
+@pytest.mark.parametrize(
+    ("name", "module"),
+    [
+        ("AirflowFailException", "airflow.exceptions"),  # Airflow 2 and 3.0
+        ("AirflowFailException", "airflow.sdk.exceptions"),  # Airflow 3.1+
+        ("AirflowSensorTimeout", "airflow.exceptions"),
+        ("AirflowSensorTimeout", "airflow.sdk.exceptions"),
+    ],
+)
+def test_exceptions_airflow_never_retries_fail_without_retry_on_the_host(name, module):
+    types = [f"{module}.{name}", f"{module}.AirflowException", "builtins.Exception", "builtins.BaseException"]
+    data = doc(outcome="failed", error={"type": name, "message": "no point in trying again", "types": types})
+    with pytest.raises(AirflowFailException) as info:
+        _interpret(outcome(1, data), "modern")
+    assert isinstance(info.value, IsolatedTaskFailedNoRetry)
+    assert str(info.value) == f"{name}: no point in trying again"
+    assert info.value.isolated_type == name and info.value.isolated_types == tuple(types)
+    assert "not retried" in info.value.diagnostics()
+
+
+def test_a_subclass_of_airflow_fail_exception_is_not_retried_either():
+    types = ["mypkg.errors.Fatal", "airflow.exceptions.AirflowFailException", "builtins.Exception"]
+    data = doc(outcome="failed", error={"type": "Fatal", "message": "bad data", "types": types})
+    with pytest.raises(AirflowFailException, match=r"^Fatal: bad data$"):
+        _interpret(outcome(1, data), "legacy")
+
+
+def test_a_class_named_like_airflows_outside_airflow_is_retried():
+    types = ["mypkg.AirflowFailException", "builtins.Exception"]
+    data = doc(outcome="failed", error={"type": "AirflowFailException", "message": "x", "types": types})
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(outcome(1, data), "legacy")
+    assert not isinstance(info.value, AirflowFailException)
+
+
+LOAD_ERROR = ["isolation.errors.OperatorLoadError", "isolation.errors.IsolationError", "builtins.Exception"]
+
+
+def test_an_operator_the_environment_cannot_build_fails_without_retry_naming_path_and_arguments():
+    message = "BashOperator rejected its arguments (TypeError: unexpected keyword argument 'bash_comand')"
+    data = doc(outcome="failed", error={"type": "OperatorLoadError", "message": message, "types": LOAD_ERROR})
+    with pytest.raises(AirflowFailException) as info:
+        _interpret(outcome(2, data, ["isolation-runtime: failed (exit 2): ..."]), "legacy")
+    assert isinstance(info.value, IsolatedTaskFailedNoRetry)
+    assert str(info.value) == f"OperatorLoadError: {message}"
+    text = info.value.diagnostics()
+    assert "check the operator path/arguments" in text and "environments/legacy/requirements.txt" in text
+    assert "keys directory" not in text
+
+
+def test_keys_problems_at_start_keep_the_keys_hint():
+    types = ["isolation.errors.KeysetError", "isolation.errors.IsolationError", "builtins.Exception"]
+    data = doc(
+        outcome="failed", error={"type": "KeysetError", "message": "keys directory /x is missing", "types": types}
+    )
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(outcome(2, data), "legacy")
+    assert not isinstance(info.value, AirflowFailException)
+    assert "keys directory /x is missing" in str(info.value)
+    assert "check the environment's keys directory" in info.value.diagnostics()
+    assert "operator path" not in info.value.diagnostics()
+
+
+def test_other_start_problems_do_not_blame_the_keys():
+    types = ["isolation.errors.ConfigurationError", "isolation.errors.IsolationError", "builtins.Exception"]
+    data = doc(outcome="failed", error={"type": "ConfigurationError", "message": "no envelope", "types": types})
+    with pytest.raises(IsolatedTaskFailed) as info:
+        _interpret(outcome(2, data), "legacy")
+    assert "no envelope" in str(info.value) and "keys directory" not in info.value.diagnostics()
+    assert not isinstance(info.value, AirflowFailException)
+
+
+def test_exit_2_must_report_failed():
+    with pytest.raises(IsolatedTaskFailed, match="exited with code 2 but reported 'success'"):
+        _interpret(outcome(2, doc()), "legacy")
+
+
+def test_too_many_type_names_are_refused():
+    data = doc(outcome="failed", error={"type": "E", "message": "m", "types": ["a.E"] * 33})
+    with pytest.raises(IsolatedTaskFailed, match=r"fields: error\.types"):
         _interpret(outcome(1, data), "legacy")
 
 

@@ -140,4 +140,8 @@ def test_the_result_documents_error_type_and_message_are_masked():
     error_type = type(f"Bad_{secret.replace('-', '_')}", (Exception,), {})
     masker = SecretMasker([secret, secret.replace("-", "_")])
     doc = result.document("failed", error=error_type(f"could not log in with {secret}"), redact=masker)
-    assert doc["error"] == {"type": "Bad_***", "message": "could not log in with ***"}
+    assert doc["error"] == {
+        "type": "Bad_***",
+        "message": "could not log in with ***",
+        "types": ["test_runtime_pieces.Bad_***", "builtins.Exception", "builtins.BaseException"],
+    }
