@@ -38,6 +38,11 @@ def fail_for_good(message: str) -> None:
     raise AirflowFailException(message)
 
 
+def mapped_report(value: Any, ti: Any = None) -> dict[str, Any]:
+    """Its argument and the map index of the task instance it runs as."""
+    return {"value": value, "map_index": ti.map_index}
+
+
 def never_ready() -> bool:
     """A sensor condition that never holds: the sensor times out."""
     return False

@@ -164,6 +164,25 @@ class IsolatedOperator(BaseOperator):
 
         XComArg.apply_upstream_relationship(self, self.operator_kwargs)
 
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """``partial()`` taking the wrapped operator's own argument names, as ``__init__`` does.
+
+        Airflow checks ``partial()``/``expand()`` arguments against the class's signature,
+        which cannot list the wrapped operator's (it is never imported here). The wrapped
+        ones travel in ``operator_kwargs``; ``expand()`` maps over them by name, so each
+        mapped task instance is built, sealed and run with its own values and map index.
+        """
+        from airflow.sdk.bases.operator import partial as airflow_partial
+
+        own, wrapped = _split_wrapped(kwargs)
+        if wrapped:
+            fixed = dict(own.get("operator_kwargs") or {})
+            own["operator_kwargs"] = {**wrapped, **fixed}
+        made = airflow_partial(cls, **own)
+        made._expand_called = True  # replaced by the partial below, which is the one expanded
+        return _partial_class()(operator_class=cls, kwargs=made.kwargs, params=made.params)
+
     def _check_environment_choice(self, environment: str, default_args: Mapping[str, Any] | None) -> None:
         """Refuse an environment chosen at run time unless the DAG file fixed the choices."""
         allowed = self.allowed_environments
@@ -363,6 +382,47 @@ class IsolatedOperator(BaseOperator):
             plain = _state.to_plain(value, f"XCom {task_id}:{key}")
             inputs.append({"task_id": task_id, "key": key, "value": plain})
         return inputs
+
+
+def _own_args() -> frozenset[str]:
+    """Arguments that configure the IsolatedOperator itself, not the wrapped operator."""
+    own = set(inspect.signature(IsolatedOperator.__init__).parameters) - {"self", "kwargs"}
+    return frozenset(own | _BASE_ARGS | {"task_group", "default_args"})
+
+
+def _split_wrapped(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    own_names = _own_args()
+    own = {k: v for k, v in kwargs.items() if k in own_names}
+    wrapped = {k: v for k, v in kwargs.items() if k not in own_names}
+    return own, wrapped
+
+
+def _partial_class() -> type:
+    from airflow.sdk.definitions._internal.expandinput import DictOfListsExpandInput, is_mappable
+    from airflow.sdk.definitions.mappedoperator import OperatorPartial, validate_mapping_kwargs
+
+    class IsolatedPartial(OperatorPartial):
+        """``IsolatedOperator.partial(...)``: ``expand()`` maps the wrapped operator's arguments too."""
+
+        def expand(self, **mapped_kwargs: Any) -> Any:
+            if not mapped_kwargs:
+                raise TypeError("no arguments to expand against")
+            own, wrapped = _split_wrapped(mapped_kwargs)
+            if own:
+                validate_mapping_kwargs(self.operator_class, "expand", own)
+            for name, value in wrapped.items():
+                if not is_mappable(value):
+                    raise ValueError(
+                        f"IsolatedOperator.expand() got an unexpected type {type(value).__name__!r} "
+                        f"for keyword argument {name} (expand() takes lists, dicts or upstream outputs)"
+                    )
+            given = set(self.kwargs) | set(self.kwargs.get("operator_kwargs") or {})
+            duplicates = sorted(given & set(mapped_kwargs))
+            if duplicates:
+                raise TypeError(f"unmappable or already specified argument(s): {', '.join(duplicates)}")
+            return self._expand(DictOfListsExpandInput(mapped_kwargs), strict=False)
+
+    return IsolatedPartial
 
 
 def _is_template(value: str) -> bool:

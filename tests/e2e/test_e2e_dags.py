@@ -173,3 +173,24 @@ def test_isolated_lines_keep_their_level_and_one_timestamp(airflow_env):
     # A record keeps its level and loses the isolated timestamp: the host's is the only one.
     running = [line for line in forwarded if "isolation.runtime: running" in line]
     assert running and all("[info" in line and "] INFO " not in line for line in running), running
+
+
+def test_mapping_over_the_wrapped_operators_arguments(airflow_env):
+    run = run_dag("e2e_mapping")
+    assert run.state == "success", run.output[-4000:]
+    expected = {
+        "op_args": {0: 1, 1: 2, 2: 3},
+        "op_kwargs": {0: "x", 1: "y"},
+        "upstream": {0: 5, 1: 6},
+    }
+    for task, values in expected.items():
+        for prefix in ("", "ctrl_"):
+            xcoms = run.mapped_xcoms[prefix + task]
+            # Each mapped instance ran with its own value and knew its own map index.
+            got = {i: xcoms[i]["return_value"] for i in xcoms}
+            assert got == {i: {"value": v, "map_index": i} for i, v in values.items()}, (prefix + task, got)
+        # Each isolated instance was sealed for and ran in the environment on its own.
+        assert all(x["isolation_environment"]["name"] == "legacy" for x in run.mapped_xcoms[task].values())
+    for task in ("bash_command", "ctrl_bash_command"):
+        got = {i: x["return_value"] for i, x in run.mapped_xcoms[task].items()}
+        assert got == {0: "a-0", 1: "b-1"}, (task, got)

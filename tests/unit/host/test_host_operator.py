@@ -206,3 +206,42 @@ def test_bad_keyring_connections(monkeypatch, keyring):
     with pytest.raises(KeysetError, match="signer keyset in the password") as info:
         load_host_keys("legacy", "k3")
     assert "not json" not in info.value.diagnostics()
+
+
+def test_partial_and_expand_take_the_wrapped_operators_argument_names():
+    from airflow.sdk import DAG as SdkDAG
+
+    from isolation.example_dags import probes
+
+    with SdkDAG("mapped", schedule=None, start_date=dt.datetime(2024, 1, 1)):
+        python = IsolatedOperator.partial(
+            task_id="py",
+            operator="airflow.operators.python.PythonOperator",
+            environment="legacy",
+            python_callable=probes.mapped_report,
+            retries=2,
+        ).expand(op_args=[[1], [2], [3]])
+        bash = IsolatedOperator.partial(
+            task_id="sh", operator="airflow.operators.bash.BashOperator", environment="legacy"
+        ).expand(bash_command=["echo 1", "echo 2"])
+    # BaseOperator arguments still configure the task; the wrapped ones travel to the operator.
+    assert python.partial_kwargs["retries"] == 2
+    assert python.partial_kwargs["operator_kwargs"] == {"python_callable": probes.mapped_report}
+    assert python.expand_input.value == {"op_args": [[1], [2], [3]]}
+    assert bash.expand_input.value == {"bash_command": ["echo 1", "echo 2"]}
+
+
+def test_expand_refuses_what_airflow_refuses():
+    from airflow.sdk import DAG as SdkDAG
+
+    with SdkDAG("mapped", schedule=None, start_date=dt.datetime(2024, 1, 1)):
+        partial = IsolatedOperator.partial(
+            task_id="sh", operator="airflow.operators.bash.BashOperator", environment="legacy", env={"A": "1"}
+        )
+        with pytest.raises(ValueError, match="unexpected type 'str' for keyword argument bash_command"):
+            partial.expand(bash_command="echo 1")
+        with pytest.raises(TypeError, match=r"already specified argument.*env"):
+            partial.expand(env=[{"A": "2"}])
+        with pytest.raises(TypeError, match="no arguments to expand against"):
+            partial.expand()
+        partial.expand(bash_command=["true"])
