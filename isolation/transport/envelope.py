@@ -120,7 +120,7 @@ def seal_bytes(
     signer: Keyset,
     recipient: Keyset,
     subject: Subject,
-    payload_schema: int = 1,
+    payload_schema: int = 2,  # the current payload schema (payload.SCHEMA_VERSION)
     lifetime: int = DEFAULT_LIFETIME,
     now: int | None = None,
     envelope_id: bytes | None = None,
@@ -308,7 +308,7 @@ def open_bytes(
     now: int | None = None,
     skew: int = DEFAULT_SKEW,
     max_lifetime: int = MAX_LIFETIME,
-    supported_schemas: tuple[int, ...] = (1,),
+    supported_schemas: tuple[int, ...] = (1, 2),
 ) -> OpenedBytes:
     """Verify, check and decrypt a binary envelope. Raises only :class:`EnvelopeRejected`.
 

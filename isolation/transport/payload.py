@@ -1,8 +1,13 @@
-"""The payload schema (version 1): everything an isolated task may see.
+"""The payload schemas (versions 1 and 2): everything an isolated task may see.
 
 Strict pydantic models with ``extra="forbid"``; free-form values (operator
 arguments, params, conf, XCom values) are limited to the pickle-free value codec
 of :mod:`isolation.transport._codec`.
+
+Schema 2 is schema 1 plus the keys listed in ``SCHEMA_2_KEYS`` (docs/envelope.md,
+section 10.5): the DAG's structure, more context and the XCom-pull policy. One model
+holds both; a schema 1 payload has the schema 2 keys at the values that mean "schema
+1 behaviour", and its wire form leaves them out.
 """
 
 from __future__ import annotations
@@ -11,11 +16,11 @@ import datetime as dt
 import re
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from isolation.transport import _codec
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 # ASCII only, like callable references (see _codec).
 _IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*([.:]{_IDENTIFIER})", re.ASCII)
@@ -97,6 +102,13 @@ class TaskContext(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     dag_run_conf: dict[str, Any] = Field(default_factory=dict)
     owner: str | None = None
+    # Schema 2: what the host's Airflow computes from other runs of the DAG.
+    prev_data_interval_start_success: dt.datetime | None = None
+    prev_data_interval_end_success: dt.datetime | None = None
+    prev_start_date_success: dt.datetime | None = None
+    prev_end_date_success: dt.datetime | None = None
+    prev_logical_date: dt.datetime | None = None
+    next_logical_date: dt.datetime | None = None
 
     @field_validator("params", "dag_run_conf")
     @classmethod
@@ -112,22 +124,112 @@ class RuntimeOptions(_Strict):
     export_secrets_to_env: bool = False
     reschedule_to_poke: bool = True
     render_templates: bool = True
+    # Schema 2: an ``xcom_pull`` of an XCom the host did not send raises (schema 1: None).
+    strict_xcom_pull: bool = True
+
+
+class DagTask(_Strict):
+    """One task of the DAG as the isolated side sees it: a placeholder with its edges."""
+
+    task_id: str
+    downstream: list[str] = Field(default_factory=list)
+    task_group: str | None = None
+    trigger_rule: str = "all_success"
+    is_setup: bool = False
+    is_teardown: bool = False
+
+
+class DagTaskGroup(_Strict):
+    """A task group (its full id) and the group it is nested in."""
+
+    group_id: str
+    parent: str | None = None
+
+
+class NextRun(_Strict):
+    """What the host DAG's timetable says follows this run (``next_dagrun_info``)."""
+
+    run_after: dt.datetime
+    data_interval_start: dt.datetime
+    data_interval_end: dt.datetime
+    logical_date: dt.datetime | None = None
+
+
+class DagShape(_Strict):
+    """The DAG's structure, for operators that decide which downstream tasks run."""
+
+    tasks: list[DagTask] = Field(default_factory=list)
+    task_groups: list[DagTaskGroup] = Field(default_factory=list)
+    has_next_run: bool = False
+    next_run: NextRun | None = None
+    timetable: str | None = None
+
+
+# The keys schema 2 adds, per map: a schema 1 wire payload has none of them.
+SCHEMA_2_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "payload": ("dag",),
+    "context": (
+        "prev_data_interval_start_success",
+        "prev_data_interval_end_success",
+        "prev_start_date_success",
+        "prev_end_date_success",
+        "prev_logical_date",
+        "next_logical_date",
+    ),
+    "options": ("strict_xcom_pull",),
+}
+# What a schema 1 payload means by the keys it does not have.
+_SCHEMA_1_MEANING: Final[dict[str, Any]] = {"strict_xcom_pull": False}
 
 
 class Payload(_Strict):
-    """Payload schema version 1."""
+    """Payload schema version 2 (and version 1, without the schema 2 keys)."""
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     operator: OperatorSpec
     context: TaskContext
     connections: dict[str, ConnectionSpec] = Field(default_factory=dict)
     variables: dict[str, str] = Field(default_factory=dict)
     xcom_inputs: list[XComInput] = Field(default_factory=list)
     options: RuntimeOptions = Field(default_factory=RuntimeOptions)
+    dag: DagShape | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _schema_1_meaning(cls, data: Any) -> Any:
+        # A schema 1 payload never has the schema 2 keys; give them their schema 1 meaning.
+        if isinstance(data, dict) and data.get("schema_version") == 1:
+            options = data.get("options")
+            if isinstance(options, dict):
+                data = {**data, "options": {**_SCHEMA_1_MEANING, **options}}
+            elif options is None:
+                data = {**data, "options": dict(_SCHEMA_1_MEANING)}
+        return data
+
+    @model_validator(mode="after")
+    def _schema_1_has_no_schema_2_values(self) -> Payload:
+        if self.schema_version == 1:
+            defaults = TaskContext.model_fields
+            used = [k for k in SCHEMA_2_KEYS["context"] if getattr(self.context, k) != defaults[k].default]
+            if self.dag is not None:
+                used.append("dag")
+            if self.options.strict_xcom_pull:
+                used.append("options.strict_xcom_pull")
+            if used:
+                raise ValueError(f"schema version 1 has no {', '.join(used)}: use schema version 2")
+        return self
 
     def to_wire(self) -> dict[str, Any]:
         """The plain structure the codec packs (aliases applied, codec values kept)."""
-        return self.model_dump(by_alias=True, mode="python")
+        wire = self.model_dump(by_alias=True, mode="python")
+        if self.schema_version == 1:
+            for key in SCHEMA_2_KEYS["payload"]:
+                del wire[key]
+            for key in SCHEMA_2_KEYS["context"]:
+                del wire["context"][key]
+            for key in SCHEMA_2_KEYS["options"]:
+                del wire["options"][key]
+        return wire
 
     def secret_values(self) -> list[str]:
         """Every string the log masker must hide: connection secrets and variable values."""

@@ -12,6 +12,10 @@ from isolation.transport import _codec, envelope
 from isolation.transport._header import Header, Subject
 from isolation.transport.keyset import Keyset
 
+# The payload schemas this reader implements (docs/envelope.md, sections 10.4 and 10.5);
+# kept here so that opening an envelope does not import pydantic before it must.
+SUPPORTED_SCHEMAS = (1, 2)
+
 if TYPE_CHECKING:
     from isolation.transport.payload import Payload
 
@@ -89,25 +93,27 @@ def open_envelope(
         now=now,
         skew=skew,
         max_lifetime=max_lifetime,
+        supported_schemas=SUPPORTED_SCHEMAS,
     )
     from pydantic import ValidationError
 
     from isolation.transport.payload import Payload
 
+    schema = opened.header.payload_schema
     payload: Payload | None
     try:
         payload = Payload.model_validate(_codec.unpack(opened.plaintext))
-        # One encoding per payload: every schema key present, in schema order, under
-        # its wire name, with its exact type. Defaults and aliases must not let two
-        # byte strings mean the same payload.
-        if _codec.pack(payload.to_wire()) != opened.plaintext:
+        # One encoding per payload: every key of its schema present, in schema order,
+        # under its wire name, with its exact type, and no key of another schema.
+        # Defaults and aliases must not let two byte strings mean the same payload.
+        if payload.schema_version != schema or _codec.pack(payload.to_wire()) != opened.plaintext:
             payload = None
     except (ValueError, ValidationError, PayloadError):
         payload = None
     if payload is None:
         # Raised outside the handler so that not even __context__ keeps the validation
         # error: pydantic and datetime errors quote their input, i.e. payload content.
-        raise EnvelopeRejected(R.BAD_PAYLOAD, "payload does not match schema version 1")
+        raise EnvelopeRejected(R.BAD_PAYLOAD, f"payload does not match schema version {schema}")
     if subject_of(payload) != opened.header.subject:
         raise EnvelopeRejected(R.WRONG_SUBJECT, "payload context disagrees with the signed header")
     return OpenedEnvelope(opened.header, payload)

@@ -303,7 +303,12 @@ def build() -> Golden:
         case("version-2", good[:4] + b"\x02" + good[5:], "unsupported-version", "envelope version byte 2")
         suite_9 = msgpack.packb([9, *fields[1:]], use_bin_type=True)
         case("suite-9", env.reseal(suite_9, plaintext), "unsupported-version", "header names suite 9, signed")
-        case("payload-schema-2", env.seal(full, "schema-2", schema=2), "unsupported-version", "payload schema 2")
+        case(
+            "payload-schema-2",
+            env.seal(full, "schema-2", schema=2),
+            "bad-payload",
+            "a schema 1 body under a payload schema 2 header: schema 2 has more keys (10.5)",
+        )
 
         # -- size
         case("too-large", good, "too-large", "the reader allows 512 characters", max_text_size=512)

@@ -40,7 +40,7 @@ def test_header_reads_without_any_key() -> None:
     assert (header.issued_at, header.expires_at) == (NOW, NOW + LIFETIME)
     assert header.signer_kid.hex() == k.signer.primary().kid
     assert header.recipient_kid.hex() == k.recipient.primary().kid
-    assert header.suite == 1 and header.payload_schema == 1 and len(header.envelope_id) == 16
+    assert header.suite == 1 and header.payload_schema == 2 and len(header.envelope_id) == 16
 
 
 def test_header_of_bytes_equals_header_of_text() -> None:

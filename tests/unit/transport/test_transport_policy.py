@@ -325,9 +325,11 @@ def test_payload_context_must_match_the_signed_header(subject: Subject, field: s
 
 
 def test_unsupported_payload_schema() -> None:
-    data = _seal(payload_schema=2)
+    data = _seal(payload_schema=3)
     rejected(lambda: _open(data), R.UNSUPPORTED_VERSION)
-    assert _open(data, supported_schemas=(1, 2)).header.payload_schema == 2
+    assert _open(data, supported_schemas=(1, 2, 3)).header.payload_schema == 3
+    # A reader that implements only schema 1 refuses schema 2 the same way.
+    rejected(lambda: _open(_seal(payload_schema=2), supported_schemas=(1,)), R.UNSUPPORTED_VERSION)
 
 
 def _wire() -> dict[str, object]:
@@ -358,7 +360,8 @@ _BAD_PLAINTEXTS = {
     "callable bad path": msgpack.packb(msgpack.ExtType(4, b"not a path")),
     "str not utf-8": b"\xa1\xff",
     "too deep": b"\x91" * 40 + b"\xc0",
-    "schema_version 2": _codec.pack({**simple_payload().to_wire(), "schema_version": 2}),
+    "schema_version 3": _codec.pack({**simple_payload().to_wire(), "schema_version": 3}),
+    "schema_version 1 under a schema 2 header": _codec.pack({**simple_payload().to_wire(), "schema_version": 1}),
     # One encoding per payload: each of these validated before the canonical check.
     "schema_version true": _codec.pack({**_wire(), "schema_version": True}),
     "omitted top-level default": _codec.pack({k: v for k, v in _wire().items() if k != "options"}),

@@ -239,6 +239,6 @@ def test_sealed_header_is_header_encode() -> None:
             issued_at=NOW,
             expires_at=NOW + envelope.DEFAULT_LIFETIME,
             envelope_id=bytes(range(16)),
-            payload_schema=1,
+            payload_schema=2,
         )
         assert data[7 : 7 + length] == header.encode()

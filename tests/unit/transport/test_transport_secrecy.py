@@ -103,7 +103,7 @@ CASES: dict[str, tuple[Callable[[], object], RejectReason]] = {
         R.BAD_PAYLOAD,
     ),
     "payload: non-canonical msgpack": (
-        lambda: _open(_text(_codec.pack(_wire_with(variables={"v": SECRET}))[:-1] + b"\xc0")),
+        lambda: _open(_text(_codec.pack(_wire_with(variables={"v": SECRET}))[:-1] + b"\xc3")),
         R.BAD_PAYLOAD,
     ),
     "payload: bad callable ext": (

@@ -295,7 +295,7 @@ def test_non_canonical_header_is_rejected_even_when_signed(
         (lambda f: [*f[:6], f[5] + envelope.MAX_LIFETIME + 1, *f[7:]], R.BAD_FORMAT),  # lifetime too long
         (lambda f: [*f[:7], f[7] + b"x", f[8]], R.BAD_FORMAT),  # envelope id length
         (lambda f: [*f[:8], 0], R.BAD_FORMAT),  # payload schema 0
-        (lambda f: [*f[:8], 2], R.UNSUPPORTED_VERSION),  # payload schema 2
+        (lambda f: [*f[:8], 3], R.UNSUPPORTED_VERSION),  # payload schema 3
         (lambda f: dict(enumerate(f)), R.BAD_FORMAT),  # map instead of array
     ],
 )

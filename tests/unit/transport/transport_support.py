@@ -161,6 +161,9 @@ def payloads(draw: st.DrawFn, secret: str | None = None) -> Payload:
                     "params": codec_dicts,
                     "dag_run_conf": codec_dicts,
                     "owner": _opt_text,
+                    "prev_data_interval_start_success": st.none() | aware_datetimes,
+                    "prev_start_date_success": st.none() | aware_datetimes,
+                    "next_logical_date": st.none() | aware_datetimes,
                 },
             )
         ),
@@ -190,14 +193,49 @@ def payloads(draw: st.DrawFn, secret: str | None = None) -> Payload:
                     "export_secrets_to_env": st.booleans(),
                     "reschedule_to_poke": st.booleans(),
                     "render_templates": st.booleans(),
+                    "strict_xcom_pull": st.booleans(),
                 },
             )
         ),
+        "dag": draw(st.none() | dag_shapes()),
     }
     if secret is not None:
         data["context"]["params"] = {"secret_param": secret}
         data["xcom_inputs"].append({"task_id": "upstream", "value": {"token": secret}})
     return Payload.model_validate(data)
+
+
+def dag_shapes() -> st.SearchStrategy[dict[str, Any]]:
+    """Schema 2's DAG structure: tasks with edges and groups, and the next run."""
+    task = st.fixed_dictionaries(
+        {"task_id": _ids},
+        optional={
+            "downstream": st.lists(_ids, max_size=3),
+            "task_group": _opt_text,
+            "trigger_rule": st.sampled_from(["all_success", "none_failed_min_one_success"]),
+            "is_setup": st.booleans(),
+            "is_teardown": st.booleans(),
+        },
+    )
+    group = st.fixed_dictionaries({"group_id": _ids}, optional={"parent": _opt_text})
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "tasks": st.lists(task, max_size=4),
+            "task_groups": st.lists(group, max_size=2),
+            "has_next_run": st.booleans(),
+            "next_run": st.none()
+            | st.fixed_dictionaries(
+                {
+                    "run_after": aware_datetimes,
+                    "data_interval_start": aware_datetimes,
+                    "data_interval_end": aware_datetimes,
+                },
+                optional={"logical_date": st.none() | aware_datetimes},
+            ),
+            "timetable": _opt_text,
+        },
+    )
 
 
 def simple_payload(secret: str = SECRET, *, dag_id: str = "dag", task_id: str = "task") -> Payload:
