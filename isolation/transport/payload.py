@@ -146,23 +146,19 @@ class DagTaskGroup(_Strict):
     parent: str | None = None
 
 
-class NextRun(_Strict):
-    """What the host DAG's timetable says follows this run (``next_dagrun_info``)."""
-
-    run_after: dt.datetime
-    data_interval_start: dt.datetime
-    data_interval_end: dt.datetime
-    logical_date: dt.datetime | None = None
-
-
 class DagShape(_Strict):
     """The DAG's structure, for operators that decide which downstream tasks run."""
 
     tasks: list[DagTask] = Field(default_factory=list)
     task_groups: list[DagTaskGroup] = Field(default_factory=list)
-    has_next_run: bool = False
-    next_run: NextRun | None = None
-    timetable: str | None = None
+    # The timetable as Airflow serializes it (``encode_timetable``): its class and fields.
+    timetable_type: str | None = None
+    timetable: dict[str, Any] | None = None
+
+    @field_validator("timetable")
+    @classmethod
+    def _timetable(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _codec_value(value, "timetable")  # type: ignore[no-any-return]
 
 
 # The keys schema 2 adds, per map: a schema 1 wire payload has none of them.

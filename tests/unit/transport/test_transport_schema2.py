@@ -30,14 +30,8 @@ def _shape() -> dict[str, Any]:
             {"task_id": "join", "trigger_rule": "none_failed_min_one_success", "is_teardown": True},
         ],
         "task_groups": [{"group_id": "g"}],
-        "has_next_run": True,
-        "next_run": {
-            "run_after": dt.datetime(2026, 1, 3, tzinfo=UTC),
-            "data_interval_start": dt.datetime(2026, 1, 2, tzinfo=UTC),
-            "data_interval_end": dt.datetime(2026, 1, 3, tzinfo=UTC),
-            "logical_date": dt.datetime(2026, 1, 2, tzinfo=UTC),
-        },
-        "timetable": "@daily",
+        "timetable_type": "airflow.timetables.trigger.CronTriggerTimetable",
+        "timetable": {"expression": "0 0 * * *", "timezone": "UTC", "interval": 0.0, "run_immediately": False},
     }
 
 

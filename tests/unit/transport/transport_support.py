@@ -223,17 +223,8 @@ def dag_shapes() -> st.SearchStrategy[dict[str, Any]]:
         optional={
             "tasks": st.lists(task, max_size=4),
             "task_groups": st.lists(group, max_size=2),
-            "has_next_run": st.booleans(),
-            "next_run": st.none()
-            | st.fixed_dictionaries(
-                {
-                    "run_after": aware_datetimes,
-                    "data_interval_start": aware_datetimes,
-                    "data_interval_end": aware_datetimes,
-                },
-                optional={"logical_date": st.none() | aware_datetimes},
-            ),
-            "timetable": _opt_text,
+            "timetable_type": _opt_text,
+            "timetable": st.none() | codec_dicts,
         },
     )
 
