@@ -86,3 +86,8 @@ def sleep_with_child(seconds: float) -> None:
 def noop() -> int:
     """The benchmark's trivial callable."""
     return 1
+
+
+def given(value: Any) -> Any:
+    """Return the argument: a ShortCircuit condition or the branches to follow."""
+    return value

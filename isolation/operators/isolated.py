@@ -40,7 +40,7 @@ from isolation.errors import (
     RejectReason,
 )
 from isolation.masking import SecretMasker, secret_strings
-from isolation.operators import _state, discovery
+from isolation.operators import _downstream, _state, discovery
 from isolation.operators._logs import IsolatedLog
 from isolation.operators.keyring_hook import DEFAULT_CONN_ID, HostKeys, load_host_keys
 from isolation.operators.result import (
@@ -148,6 +148,10 @@ class IsolatedOperator(BaseOperator):
         super().__init__(**base_kwargs)
         self.operator_path = operator_path(operator)
         self.operator_kwargs: dict[str, Any] = {**wrapped, **dict(operator_kwargs or {})}
+        if _downstream.may_skip(self.operator_path):
+            # Airflow's scheduler reads SkipMixin's XCom only of tasks it knows may skip
+            # (how the downstream tasks of a mapped task instance get skipped).
+            self._can_skip_downstream = True
         if not isinstance(environment, str):
             raise TypeError("environment must be the name of an environment")
         self.allowed_environments = _allowed_environments(allowed_environments)
@@ -266,6 +270,8 @@ class IsolatedOperator(BaseOperator):
         self._log_masker = _mask(secrets)
         self._log_forward = IsolatedLog(self.log, self._log_masker.mask)
 
+        shape = _downstream.dag_shape(self) if _downstream.may_decide_downstream(self.operator_path, self) else None
+
         def seal(result_path: str) -> str:
             return _seal(
                 keys,
@@ -277,6 +283,7 @@ class IsolatedOperator(BaseOperator):
                 xcom_inputs=xcom_inputs,
                 result_path=result_path,
                 lifetime=backend.envelope_lifetime,
+                dag=shape,
             )
 
         self.log.info(
@@ -300,6 +307,8 @@ class IsolatedOperator(BaseOperator):
         for warning in _version_warnings(where, built):
             self.log.warning("%s", warning)
         self.log.info("Isolated task finished in environment %r (%s)", environment, _versions_text(where, built))
+        if result.downstream:
+            _downstream.apply(self, context, result.downstream, result.return_value)
         return result.return_value
 
     def _discover(self) -> discovery.Discovered:
@@ -512,8 +521,10 @@ def _seal(
     xcom_inputs: list[dict[str, Any]],
     result_path: str,
     lifetime: int,
+    dag: dict[str, Any] | None = None,
 ) -> str:
     from isolation.transport import OperatorSpec, Payload, RuntimeOptions, XComInput, seal_envelope
+    from isolation.transport.payload import DagShape
 
     payload = Payload(
         operator=OperatorSpec(**operator),
@@ -522,6 +533,7 @@ def _seal(
         variables=variables,
         xcom_inputs=[XComInput(**item) for item in xcom_inputs],
         options=RuntimeOptions(result_path=result_path),
+        dag=DagShape.model_validate(dag) if dag is not None else None,
     )
     if keys.recipient.name != environment:
         raise ConfigurationError(f"the keys found for environment {environment!r} belong to {keys.recipient.name!r}")

@@ -86,6 +86,17 @@ class ResultXCom(_Model):
     value: Any = None
 
 
+MAX_DECISIONS = 100
+MAX_DECISION_TASKS = 10_000
+
+
+class ResultDecision(_Model):
+    """A SkipMixin call of the isolated operator: a request the host checks, then applies."""
+
+    kind: Literal["skip", "follow"]
+    task_ids: list[Annotated[str, Field(max_length=250)]] | None = Field(default=None, max_length=MAX_DECISION_TASKS)
+
+
 class IsolationResult(_Model):
     """``isolation-result/v1``, as written by ``python -m isolation.runtime``."""
 
@@ -95,6 +106,8 @@ class IsolationResult(_Model):
     xcoms: list[ResultXCom] = Field(default_factory=list, max_length=MAX_XCOMS)
     error: ResultError | None = None
     environment: ResultEnvironment = Field(default_factory=ResultEnvironment)
+    # Absent from older runtimes; only a successful run decides anything downstream.
+    downstream: list[ResultDecision] = Field(default_factory=list, max_length=MAX_DECISIONS)
 
 
 def _depth(value: Any, limit: int) -> bool:

@@ -198,7 +198,10 @@ def _run_opened(opened: OpenedEnvelope, args: argparse.Namespace) -> int:
         _say(exc, code)
         stream.drain()
         return int(code)
-    _write_result(path, result.document("success", return_value=return_value, xcoms=xcoms, **info))
+    downstream = [decision.to_json() for decision in task.decisions.decisions]
+    _write_result(
+        path, result.document("success", return_value=return_value, xcoms=xcoms, downstream=downstream, **info)
+    )
     log.info("task succeeded")
     PHASES.mark("result")
     PHASES.report()

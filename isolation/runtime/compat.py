@@ -59,6 +59,7 @@ def _exception(name: str) -> Any:
     return _first(("airflow.sdk.exceptions", name), ("airflow.exceptions", name))
 
 
+AirflowException: Any = _exception("AirflowException")
 AirflowNotFoundException: Any = _exception("AirflowNotFoundException")
 AirflowSkipException: Any = _exception("AirflowSkipException")
 TaskDeferred: Any = _exception("TaskDeferred")
@@ -104,6 +105,53 @@ class VariableNotProvided(NotProvided, KeyError):
 def skip_exceptions() -> tuple[type[BaseException], ...]:
     # Airflow 3 re-exports the SDK's class from airflow.exceptions; catch both spellings.
     return tuple({AirflowSkipException, _load("airflow.exceptions", "AirflowSkipException")})
+
+
+# -- the DAG's structure (isolation.runtime.dagshape) --------------------------------
+
+
+def task_group_class() -> Any:
+    return _first(("airflow.sdk", "TaskGroup"), ("airflow.utils.task_group", "TaskGroup"))
+
+
+def empty_operator_class() -> Any:
+    return _first(
+        ("airflow.providers.standard.operators.empty", "EmptyOperator"), ("airflow.operators.empty", "EmptyOperator")
+    )
+
+
+def timetable_class() -> Any:
+    # Both majors accept a core timetable as a DAG's schedule.
+    return _load("airflow.timetables.base", "Timetable")
+
+
+def skipmixin_classes() -> list[type]:
+    """Every SkipMixin an operator of this Airflow may inherit from (each defines its own
+    ``skip``/``skip_all_except``): core's on Airflow 2, the Task SDK's and the standard
+    provider's on Airflow 3 (the standard provider installs on Airflow 2 too)."""
+    found = []
+    modules = ("airflow.models.skipmixin", "airflow.sdk.bases.skipmixin", "airflow.providers.standard.utils.skipmixin")
+    for module in modules:
+        cls = _first((module, "SkipMixin"))
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return found
+
+
+def downstream_skipped_exceptions() -> tuple[type[BaseException], ...]:
+    """Airflow 3's signal from SkipMixin to the task runner: skip these tasks."""
+    if not AIRFLOW_V3:
+        return ()
+    return tuple(
+        {
+            cls
+            for cls in (
+                _first(("airflow.sdk.exceptions", "DownstreamTasksSkipped")),
+                _first(("airflow.exceptions", "DownstreamTasksSkipped")),
+            )
+            if isinstance(cls, type)
+        }
+    )
 
 
 # -- operators -----------------------------------------------------------------------

@@ -7,8 +7,9 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from isolation.errors import DeferralNotSupported, IsolationError, OperatorLoadError, TaskTerminated
-from isolation.runtime import compat
+from isolation.runtime import compat, decisions
 from isolation.runtime.context import XComRecord, build_context
+from isolation.runtime.dagshape import DagRebuild
 from isolation.transport import CallableRef
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class PreparedTask:
     def __init__(self, payload: Payload) -> None:
         self.payload = payload
         self.record = XComRecord()
+        self.decisions = decisions.DecisionRecord()
         ctx = payload.context
         spec = payload.operator
         cls = load_class(spec.import_path)
@@ -69,9 +71,16 @@ class PreparedTask:
             log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")
         if kwargs.get("deferrable") is True:
             raise DeferralNotSupported(f"{spec.import_path} was given deferrable=True")
-        self.dag = compat.DAG(dag_id=ctx.dag_id, schedule=None)
+        if decisions.is_skipmixin(cls) and payload.dag is None:
+            raise OperatorLoadError(
+                f"{cls.__name__} decides which downstream tasks run, but the envelope carries no DAG structure",
+                hint="the host sends it for operators it can import, or that it cannot import and that have "
+                "downstream tasks; install the operator's provider on the host too",
+            )
+        rebuild = DagRebuild(payload)
+        self.dag = rebuild.dag
         try:
-            built = cls(task_id=ctx.task_id, dag=self.dag, **kwargs)
+            built = cls(task_id=ctx.task_id, dag=self.dag, **rebuild.placement(), **kwargs)
         except IsolationError:
             raise
         except Exception as exc:
@@ -79,6 +88,8 @@ class PreparedTask:
                 f"{cls.__name__} rejected its arguments ({type(exc).__name__}: {exc})",
                 hint="fix the arguments given to IsolatedOperator for this operator and Airflow version",
             ) from None
+        rebuild.connect(built)
+        decisions.install(self.decisions)
         # What Airflow's task runner does: a copy whose attribute writes during execute
         # (op_kwargs := the context) are not tracked as DAG dependencies.
         self.task = built.prepare_for_execution()
@@ -112,6 +123,11 @@ class PreparedTask:
                 task.post_execute(context=self.context, result=result)
             except compat.TaskDeferred as exc:
                 raise DeferralNotSupported(f"{type(task).__name__} raised TaskDeferred") from exc
+            except compat.downstream_skipped_exceptions():
+                # Airflow 3's SkipMixin ending execute: a success whose decision is recorded.
+                self._keep_decisions_only()
+                return None
+        self._keep_decisions_only()
         if getattr(task, "do_xcom_push", True) and result is not None:
             self.record.return_value = result
             if getattr(task, "multiple_outputs", False) and isinstance(result, dict):
@@ -120,3 +136,8 @@ class PreparedTask:
         elif not getattr(task, "do_xcom_push", True):
             self.record.return_value = None
         return result
+
+    def _keep_decisions_only(self) -> None:
+        # SkipMixin's own XCom is the host's to write, from the decision it applies.
+        if self.decisions.decisions:
+            self.record.pushed = [(k, v) for k, v in self.record.pushed if k != decisions.SKIPMIXIN_KEY]

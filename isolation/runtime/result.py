@@ -45,6 +45,7 @@ def document(
     redact: Callable[[str], str] = str,
     environment: str | None = None,
     airflow_version: str | None = None,
+    downstream: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     err = None
     if error is not None:
@@ -62,6 +63,7 @@ def document(
         "xcoms": xcoms or [],
         "error": err,
         "environment": {"python": platform.python_version(), "airflow": airflow_version, "name": environment},
+        "downstream": downstream or [],
     }
 
 

@@ -1,0 +1,81 @@
+"""Operators that decide what runs next, in isolation and on the host (``ctrl_`` twins).
+
+Each case is built twice in the same DAG, with the same downstream shape: once wrapped by
+an IsolatedOperator in each environment (``legacy``: Airflow 2, ``modern``: Airflow 3),
+once as the plain operator on the host. The test compares the downstream states.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
+from airflow.sdk import DAG, TaskGroup
+
+from isolation import IsolatedOperator
+from isolation.example_dags import probes
+
+ENVIRONMENTS = ("legacy", "modern")
+PREFIXES = ("ctrl_", *(f"{env}_" for env in ENVIRONMENTS))
+SHORT_CIRCUIT = {
+    "legacy": "airflow.operators.python.ShortCircuitOperator",
+    "modern": "airflow.providers.standard.operators.python.ShortCircuitOperator",
+}
+BRANCH_PYTHON = {
+    "legacy": "airflow.operators.python.BranchPythonOperator",
+    "modern": "airflow.providers.standard.operators.python.BranchPythonOperator",
+}
+
+
+def decider(prefix: str, name: str, kind: str, **kwargs: Any) -> Any:
+    """The deciding task: the plain operator for ``ctrl_``, else an IsolatedOperator."""
+    task_id = f"{prefix}{name}"
+    if prefix == "ctrl_":
+        cls = ShortCircuitOperator if kind == "short_circuit" else BranchPythonOperator
+        return cls(task_id=task_id, **kwargs)
+    env = prefix.rstrip("_")
+    path = (SHORT_CIRCUIT if kind == "short_circuit" else BRANCH_PYTHON)[env]
+    return IsolatedOperator(task_id=task_id, operator=path, environment=env, **kwargs)
+
+
+def empty(prefix: str, name: str, **kwargs: Any) -> EmptyOperator:
+    return EmptyOperator(task_id=f"{prefix}{name}", **kwargs)
+
+
+with DAG("e2e_branching", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
+    for p in PREFIXES:
+        # ShortCircuit false, ignoring trigger rules: everything downstream is skipped.
+        sc = decider(p, "sc_false", "short_circuit", python_callable=probes.given, op_args=[False])
+        a = empty(p, "sc_false_a")
+        sc >> a >> empty(p, "sc_false_b")
+        a >> empty(p, "sc_false_join", trigger_rule="all_done")
+        # ShortCircuit false, respecting trigger rules: only the direct downstream is skipped.
+        sc = decider(
+            p,
+            "sc_direct",
+            "short_circuit",
+            python_callable=probes.given,
+            op_args=[0],
+            ignore_downstream_trigger_rules=False,
+        )
+        sc >> empty(p, "sc_direct_a") >> empty(p, "sc_direct_b", trigger_rule="all_done")
+        sc >> empty(p, "sc_direct_c")
+        # ShortCircuit true: everything runs.
+        sc = decider(p, "sc_true", "short_circuit", python_callable=probes.given, op_args=["yes"])
+        sc >> empty(p, "sc_true_a") >> empty(p, "sc_true_b")
+        # A branch to one task, to two, and to a task group (its roots are followed).
+        br = decider(p, "br_one", "branch", python_callable=probes.given, op_args=[f"{p}br_one_a"])
+        join = empty(p, "br_one_join", trigger_rule="none_failed_min_one_success")
+        br >> [empty(p, "br_one_a"), empty(p, "br_one_b")] >> join
+        br >> join
+        br = decider(p, "br_two", "branch", python_callable=probes.given, op_args=[[f"{p}br_two_a", f"{p}br_two_b"]])
+        br >> [empty(p, "br_two_a"), empty(p, "br_two_b"), empty(p, "br_two_c")]
+        br = decider(p, "br_group", "branch", python_callable=probes.given, op_args=[f"{p}br_group_g"])
+        with TaskGroup(f"{p}br_group_g") as group:
+            empty(p, "in") >> empty(p, "after")
+        br >> [group, empty(p, "br_group_other")]
+        # A branch to a task that does not exist fails as it does on the host.
+        br = decider(p, "br_invalid", "branch", python_callable=probes.given, op_args=["no_such_task"])
+        br >> empty(p, "br_invalid_a")
