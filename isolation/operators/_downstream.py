@@ -141,7 +141,7 @@ def apply(operator: Any, context: Any, decisions: Sequence[Any], return_value: A
         # SkipMixin reads the task id (its XCom) and its own helpers from ``self``.
         task_id = operator.task_id
 
-    skipper = HostSkipMixin()
+    skipper = HostSkipMixin()  # type: ignore[no-untyped-call]
     skipped: list[Any] = []
     for decision in decisions:
         try:
