@@ -140,18 +140,9 @@ def skipmixin_classes() -> list[type]:
 
 def downstream_skipped_exceptions() -> tuple[type[BaseException], ...]:
     """Airflow 3's signal from SkipMixin to the task runner: skip these tasks."""
-    if not AIRFLOW_V3:
-        return ()
-    return tuple(
-        {
-            cls
-            for cls in (
-                _first(("airflow.sdk.exceptions", "DownstreamTasksSkipped")),
-                _first(("airflow.exceptions", "DownstreamTasksSkipped")),
-            )
-            if isinstance(cls, type)
-        }
-    )
+    # airflow.exceptions re-exports the SDK's class (with a warning) from Airflow 3.1.
+    found = _exception("DownstreamTasksSkipped") if AIRFLOW_V3 else None
+    return (found,) if isinstance(found, type) else ()
 
 
 # -- operators -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from isolation.errors import IsolationError
+from isolation.errors import IsolationError, OperatorLoadError
 from isolation.runtime import compat
 
 if TYPE_CHECKING:
@@ -50,6 +50,23 @@ class DagRebuild:
         if self.shape is not None:
             self._add_groups(self.shape)
             self._add_placeholders(self.shape)
+
+    def check_operator(self, cls: type) -> None:
+        """Refuse what this Airflow's operator would silently decide differently from the host's."""
+        names = {base.__name__ for base in cls.__mro__}
+        shape = self.shape
+        if compat.AIRFLOW_V3 or "LatestOnlyOperator" not in names or shape is None:
+            return
+        path = shape.timetable_type or ""
+        fields = shape.timetable or {}
+        if path.endswith("TriggerTimetable") and not fields.get("interval"):
+            raise OperatorLoadError(
+                f"Airflow {compat.AIRFLOW_VERSION}'s LatestOnlyOperator never finds a scheduled run latest "
+                f"under {path.rpartition('.')[2]} (zero-length data intervals, Airflow 3's default for a cron "
+                "schedule): it would skip every downstream task, where Airflow 3's operator does not",
+                hint="give the DAG a data-interval schedule (CronDataIntervalTimetable), or run "
+                "LatestOnlyOperator in an Airflow 3 environment or on the host",
+            )
 
     def placement(self) -> dict[str, Any]:
         """The operator's own ``task_group=`` argument, when it sits in a group."""
@@ -109,7 +126,8 @@ def _timetable(shape: DagShape) -> Any:
         try:
             module, _, name = path.rpartition(".")
             cls = getattr(importlib.import_module(module), name)
-            if not (isinstance(cls, type) and issubclass(cls, compat.timetable_class())):
+            # Airflow 3.3's Timetable base is a Protocol: ask for the behaviour, not the class.
+            if not (isinstance(cls, type) and callable(getattr(cls, "deserialize", None))):
                 raise TypeError(f"{path} is not a timetable")
             return cls.deserialize(dict(shape.timetable))  # type: ignore[attr-defined]
         except Exception as exc:

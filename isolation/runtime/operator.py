@@ -78,6 +78,7 @@ class PreparedTask:
                 "downstream tasks; install the operator's provider on the host too",
             )
         rebuild = DagRebuild(payload)
+        rebuild.check_operator(cls)
         self.dag = rebuild.dag
         try:
             built = cls(task_id=ctx.task_id, dag=self.dag, **rebuild.placement(), **kwargs)

@@ -8,6 +8,7 @@ tasks in exactly the states its host twin leaves them in.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -65,3 +66,43 @@ def test_the_branch_decision_is_recorded_where_airflow_reads_it(run: Any, prefix
         "followed": [f"{prefix}br_one_join", f"{prefix}br_one_a"]
     }
     assert run.xcoms[f"{prefix}sc_false"]["skipmixin_key"]["skipped"]
+
+
+def _today() -> str:
+    now = dt.datetime.now(dt.timezone.utc)
+    return dt.datetime(now.year, now.month, now.day, tzinfo=dt.timezone.utc).isoformat()
+
+
+LATEST_RUNS = {
+    "manual run": (),
+    "scheduled run long past": ("--scheduled", "--logical-date", "2024-01-02T00:00:00+00:00"),
+    "today's scheduled run": ("--scheduled", "--logical-date", "<today>"),
+}
+
+
+def _run_latest(dag_id: str, name: str) -> Any:
+    return run_dag(dag_id, *(_today() if a == "<today>" else a for a in LATEST_RUNS[name]))
+
+
+@pytest.mark.parametrize(("name", "after"), [("manual run", "success"), ("scheduled run long past", "skipped")])
+def test_latest_only_decides_as_on_the_host(airflow_env: Any, name: str, after: str) -> None:
+    run = _run_latest("e2e_latest_only_interval", name)
+    assert run.states["ctrl_after"] == after, (name, run.states)
+    for env in ("legacy", "modern"):
+        assert run.states[f"{env}_latest"] == "success", run.logs.get(f"{env}_latest", run.output)[-3000:]
+        assert run.states[f"{env}_after"] == after, (name, env, run.logs[f"{env}_latest"][-3000:])
+
+
+def test_latest_only_finds_todays_run_latest_as_on_the_host(airflow_env: Any) -> None:
+    # Airflow 3's default cron timetable, and a data-interval one that both majors read alike.
+    default = _run_latest("e2e_latest_only", "today's scheduled run")
+    interval = _run_latest("e2e_latest_only_interval", "today's scheduled run")
+    for run in (default, interval):
+        assert run.states["ctrl_after"] == "success", run.states
+        assert run.states["modern_after"] == "success", run.logs["modern_latest"][-3000:]
+    assert interval.states["legacy_after"] == "success", interval.logs["legacy_latest"][-3000:]
+    # Airflow 2's operator would skip every run under zero-length intervals: refused, saying so.
+    log = default.logs["legacy_latest"]
+    assert default.states["legacy_latest"] == "failed" and default.tries["legacy_latest"] == 1, log[-3000:]
+    assert "never finds a scheduled run latest under CronTriggerTimetable" in log, log[-3000:]
+    assert "CronDataIntervalTimetable" in log
