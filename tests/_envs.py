@@ -22,9 +22,14 @@ MODERN = "modern"
 # The oldest supported minor of each major: Airflow 2.9 on Python 3.10, Airflow 3.0 on 3.12.
 OLDEST_2 = "airflow-2-9"
 OLDEST_3 = "airflow-3-0"
-# Every integration test runs on LATEST; a representative subset also on OLDEST.
+# A middle minor of each major: Airflow 2.10 and 3.1, both on Python 3.11.
+MIDDLE_2 = "airflow-2-10"
+MIDDLE_3 = "airflow-3-1"
+# Every integration test runs on LATEST; a representative subset (every_version) also on
+# the oldest and the middle minors, so each major is tested at 3 minors.
 LATEST = (LEGACY, MODERN)
 OLDEST = (OLDEST_2, OLDEST_3)
+OTHER_MINORS = (OLDEST_2, MIDDLE_2, OLDEST_3, MIDDLE_3)
 
 
 def cache_root() -> Path:

@@ -2,7 +2,8 @@
 
 The rest of the runtime has one code path per concept and asks this module for the
 version-specific piece. Private Airflow names used here are marked ``PRIVATE`` with
-the reason; each is exercised by the integration tests on Airflow 2.9, 2.11, 3.0 and 3.3.
+the reason; each is exercised by the integration tests on Airflow 2.9, 2.10, 2.11, 3.0, 3.1
+and 3.3.
 Import this module only after the sandbox is prepared: it imports Airflow.
 """
 
@@ -136,6 +137,14 @@ def skipmixin_classes() -> list[type]:
         if isinstance(cls, type) and cls not in found:
             found.append(cls)
     return found
+
+
+def base_sensor_class() -> Any:
+    return _first(
+        ("airflow.sdk", "BaseSensorOperator"),
+        ("airflow.sdk.bases.sensor", "BaseSensorOperator"),
+        ("airflow.sensors.base", "BaseSensorOperator"),
+    )
 
 
 def downstream_skipped_exceptions() -> tuple[type[BaseException], ...]:

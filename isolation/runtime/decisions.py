@@ -124,5 +124,10 @@ def install(record: DecisionRecord) -> None:
             cls.skip_all_except = _recording_skip_all_except(original, record, static)  # type: ignore[attr-defined]
 
 
-def is_skipmixin(cls: type) -> bool:
+def decides_downstream(cls: type) -> bool:
+    """Whether ``cls`` chooses what runs next: a SkipMixin, but not a sensor (Airflow 2's
+    sensors are SkipMixins only to skip themselves)."""
+    sensor = compat.base_sensor_class()
+    if sensor is not None and issubclass(cls, sensor):
+        return False
     return any(issubclass(cls, mixin) for mixin in compat.skipmixin_classes())

@@ -71,7 +71,7 @@ class PreparedTask:
             log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")
         if kwargs.get("deferrable") is True:
             raise DeferralNotSupported(f"{spec.import_path} was given deferrable=True")
-        if decisions.is_skipmixin(cls) and payload.dag is None:
+        if decisions.decides_downstream(cls) and payload.dag is None:
             raise OperatorLoadError(
                 f"{cls.__name__} decides which downstream tasks run, but the envelope carries no DAG structure",
                 hint="the host sends it for operators it can import, or that it cannot import and that have "

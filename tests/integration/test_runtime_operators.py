@@ -2,7 +2,7 @@
 
 One module fixture per environment runs the tasks of this file (two at a time); each
 test then checks one behaviour of its run. Tests declared with ``every_version(jobs)``
-also run on the oldest supported Airflow 2 and 3, where only their jobs are run.
+also run on the other minors of Airflow 2 and 3, where only their jobs are run.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from isolation.environments import LocalEnvironment
 from isolation.transport import CallableRef
 from isolation.transport.payload import ConnectionSpec, XComInput
-from tests._envs import OLDEST
+from tests._envs import OTHER_MINORS
 from tests.integration._runtime import LOGICAL, PYTHON, Run, bash_path, make_payload, run_many
 
 pytestmark = [pytest.mark.envs, pytest.mark.slow]
@@ -138,7 +138,7 @@ def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory
     base = tmp_path_factory.mktemp(f"operators-{environment.name}")
     # In the sqlite run's own work directory: the one host path its sandbox can write.
     jobs = _jobs(environment, base / "sqlite" / "warehouse.db")
-    if environment.name in OLDEST:
+    if environment.name in OTHER_MINORS:
         jobs = {k: p for k, p in jobs.items() if k in EVERY_VERSION_JOBS}
     return run_many({k: (environment, p) for k, p in jobs.items()}, base)
 

@@ -135,7 +135,11 @@ def test_error_message_is_masked(runs: dict[str, Run]) -> None:
     run = runs["error"]
     assert run.code == 1
     assert run.result is not None
-    assert run.result["error"] == {"type": "ValueError", "message": "could not log in with ***"}
+    assert run.result["error"] == {
+        "type": "ValueError",
+        "message": "could not log in with ***",
+        "types": ["builtins.ValueError", "builtins.Exception", "builtins.BaseException"],
+    }
     assert run.stderr.strip().splitlines()[-1].endswith("ValueError: could not log in with ***")
 
 
