@@ -182,6 +182,8 @@ def test_mapping_over_the_wrapped_operators_arguments(airflow_env):
         "op_args": {0: 1, 1: 2, 2: 3},
         "op_kwargs": {0: "x", 1: "y"},
         "upstream": {0: 5, 1: 6},
+        "kwargs_list": {0: "k0", 1: "k1"},
+        "mapped_upstream": {0: 50, 1: 60},
     }
     for task, values in expected.items():
         for prefix in ("", "ctrl_"):

@@ -29,6 +29,13 @@ with DAG("e2e_mapping", schedule=None, start_date=dt.datetime(2024, 1, 1)) as da
         cls.partial(task_id=f"{prefix}upstream", python_callable=probes.mapped_report, **extra).expand(
             op_args=numbers.output
         )
+        # expand_kwargs() over the wrapped operator's own names, and .map() over an upstream.
+        cls.partial(task_id=f"{prefix}kwargs_list", python_callable=probes.mapped_report, **extra).expand_kwargs(
+            [{"op_args": ["k0"]}, {"op_kwargs": {"value": "k1"}}]
+        )
+        cls.partial(task_id=f"{prefix}mapped_upstream", python_callable=probes.mapped_report, **extra).expand(
+            op_args=numbers.output.map(lambda args: [args[0] * 10])
+        )
     IsolatedOperator.partial(
         task_id="bash_command", operator="airflow.operators.bash.BashOperator", environment="modern"
     ).expand(bash_command=BASH)
