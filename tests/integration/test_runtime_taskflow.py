@@ -69,7 +69,11 @@ def test_failing_function_logs_its_error_and_the_dag_file_line(environment: Loca
     assert 'File "dag_file.py", line 12, in double' in run.output, run.output[-3000:]
     assert "raise ValueError(f'boom-{y}')" in run.output
     assert run.result is not None
-    assert run.result["error"] == {"type": "ValueError", "message": "boom-2"}
+    assert run.result["error"] == {
+        "type": "ValueError",
+        "message": "boom-2",
+        "types": ["builtins.ValueError", "builtins.Exception", "builtins.BaseException"],
+    }
 
 
 def test_source_altered_after_sealing_is_refused(environment: LocalEnvironment, tmp_path: Path):
