@@ -288,7 +288,7 @@ def test_ctrl_c_during_a_rotation_says_so_and_the_rotation_resumes(keyed):
 
     from _cli import SCRIPT
 
-    keyed.ok("keys", "overlap", "61", "--signer")
+    keyed.ok("keys", "overlap", "61", "--signer", real=True)
     rotation = subprocess.Popen(
         [str(SCRIPT), "keys", "rotate", "--signer", "--wait"],
         cwd=keyed.project,
@@ -313,7 +313,7 @@ def test_ctrl_c_during_a_rotation_says_so_and_the_rotation_resumes(keyed):
     assert signer(keyed).primary().kid in {k.kid for k in signer(keyed)}
     for name in ENVS:
         EnvironmentKeys.load(keyed.envs / name / "keys")
-    status = keyed.ok("keys", "rotate", "--signer", "--status")
+    status = keyed.ok("keys", "rotate", "--signer", "--status", real=True)
     assert "next step: wait" in status.stderr
     assert len(signer(keyed).keys) == 2
 
