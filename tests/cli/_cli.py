@@ -179,7 +179,13 @@ def run_in_process(args: Sequence[str], *, cwd: Path, env: Mapping[str, str], in
     from isolationctl.main import main
 
     stdout, stderr = io.BytesIO(), io.BytesIO()
-    with _process(args, env, cwd), _streams(input, stdout, stderr), _fresh_consoles(), _default_warnings():
+    with (
+        _process(args, env, cwd),
+        _streams(input, stdout, stderr),
+        _fresh_consoles(),
+        _default_warnings(),
+        _empty_caches(),
+    ):
         try:
             status: object = main(list(args))
         except SystemExit as exc:  # what the interpreter does with it at exit
@@ -254,6 +260,29 @@ def _default_warnings() -> Iterator[None]:
             warnings.filterwarnings(action, category=category, module=module)
         warnings.showwarning = _print_warning
         yield
+
+
+@contextlib.contextmanager
+def _empty_caches() -> Iterator[None]:
+    """The project's per-process caches (``functools.lru_cache``: the sandbox probe, ...) start and end empty.
+
+    A new process probes bubblewrap under its own environment; nothing a command caches is
+    left for the tests that follow.
+    """
+    _clear_caches()
+    try:
+        yield
+    finally:
+        _clear_caches()
+
+
+def _clear_caches() -> None:
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in ("isolation", "isolationctl"):
+            continue
+        for value in list(vars(module).values()):
+            if callable(getattr(value, "cache_clear", None)) and getattr(value, "__module__", None) == name:
+                value.cache_clear()
 
 
 def _print_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
