@@ -1,4 +1,4 @@
-"""`isolationctl env add|list|show|remove` through the console script."""
+"""`isolationctl env add|list|show|remove`, in this process (``_cli``); a question answered by the console script."""
 
 from __future__ import annotations
 
@@ -180,12 +180,12 @@ def test_remove_purge_deletes_the_build_and_keys_and_says_what(cli: Sandbox) -> 
 
 def test_remove_asks_and_a_no_removes_nothing(cli: Sandbox) -> None:
     cli.ok("init", "--example", "--yes")
-    result = cli.run("env", "remove", "example", "--purge", input="n\n")
+    result = cli.run("env", "remove", "example", "--purge", input="n\n", real=True)
     assert result.code == 1, str(result)
     assert "nothing was removed" in result.stderr
     assert (cli.project / "environments" / "example").is_dir()
     assert (cli.envs / "example" / "keys").is_dir()
-    cli.ok("env", "remove", "example", input="y\n")
+    cli.ok("env", "remove", "example", input="y\n", real=True)
     assert not (cli.project / "environments" / "example").exists()
 
 

@@ -1,4 +1,4 @@
-"""``isolationctl envelope inspect|verify|open|seal``, run as the real console script."""
+"""``isolationctl envelope inspect|verify|open|seal``, in this process (``_cli``); a pipe read by the console script."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_inspect_reports_an_expired_envelope(cli: Sandbox) -> None:
 
 
 def test_inspect_reads_standard_input(cli: Sandbox, sealed: Path) -> None:
-    result = cli.ok("envelope", "inspect", "-", "--json", input=sealed.read_text())
+    result = cli.ok("envelope", "inspect", "-", "--json", input=sealed.read_text(), real=True)
     assert result.json()["subject"]["run_id"] == "manual__7"
 
 

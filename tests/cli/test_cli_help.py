@@ -61,12 +61,12 @@ def test_the_command_tree_is_the_documented_one():
     assert set(LEAVES) == COMMANDS
 
 
-def test_root_help_through_the_console_script_lists_every_group(cli):
-    result = cli.ok("--help")
+def test_root_help_through_the_console_script_lists_every_group(cli_real):
+    result = cli_real.ok("--help")
     for group in ("init", "env", "deploy", "keys", "envelope", "doctor"):
         assert re.search(rf"\b{group}\b", result.stdout), result.stdout
     assert "Traceback" not in result.output
-    assert cli.ok("--version").stdout.startswith("isolationctl ")
+    assert cli_real.ok("--version").stdout.startswith("isolationctl ")
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

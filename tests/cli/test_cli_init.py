@@ -237,7 +237,8 @@ def test_folder_is_created_and_json_lists_what_was_done(cli: Sandbox) -> None:
     assert again["environments"]["example"]["created"] is False
 
 
-def test_init_refuses_a_folder_that_is_a_file(cli: Sandbox) -> None:
+def test_init_refuses_a_folder_that_is_a_file(cli_real: Sandbox) -> None:
+    cli = cli_real
     cli.project.mkdir(parents=True)
     (cli.project / "plain").write_text("x")
     result = cli.run("init", "--folder", "plain")

@@ -1,4 +1,5 @@
-"""``isolationctl keys``: every command through the real console script, and its refusals.
+"""``isolationctl keys``: every command, and its refusals (in this process, see ``_cli``; a
+listing, an error and Ctrl-C through the console script).
 
 The keys directories here are provisioned exactly as a build provisions them
 (``provision_keys``), without a virtualenv: key commands never need one.
@@ -51,12 +52,12 @@ def statuses(keyset: Keyset) -> dict[str, str]:
 
 
 def test_list_shows_every_key_and_no_private_material(keyed):
-    listed = keyed.ok("keys", "list", "--json").json()
+    listed = keyed.ok("keys", "list", "--json", real=True).json()
     kids = {row["kid"] for row in listed["keys"]}
     assert kids == {k.kid for k in signer(keyed)} | {k.kid for name in ENVS for k in recipient(keyed, name)}
     assert {row["keyset"] for row in listed["keys"]} == {"signer", "recipient:alpha", "recipient:beta"}
     assert all(row["status"] == "primary" for row in listed["keys"])
-    table = keyed.ok("keys", "list")
+    table = keyed.ok("keys", "list", real=True)
     for output in (json.dumps(listed), table.output):
         for secret in private_strings(keyed):
             assert secret not in output
@@ -275,8 +276,8 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(keyed, case):
     assert {path: path.read_bytes() for path in keyed.root.rglob("*.json") if path.is_file()} == files
 
 
-def test_no_keys_at_all_says_how_to_create_them(cli):
-    result = cli.run("keys", "list")
+def test_no_keys_at_all_says_how_to_create_them(cli_real):
+    result = cli_real.run("keys", "list")
     assert result.code == 4 and "isolationctl init" in result.stderr, result
 
 
@@ -287,7 +288,7 @@ def test_ctrl_c_during_a_rotation_says_so_and_the_rotation_resumes(keyed):
 
     from _cli import SCRIPT
 
-    keyed.ok("keys", "overlap", "61", "--signer")
+    keyed.ok("keys", "overlap", "61", "--signer", real=True)
     rotation = subprocess.Popen(
         [str(SCRIPT), "keys", "rotate", "--signer", "--wait"],
         cwd=keyed.project,
@@ -312,7 +313,7 @@ def test_ctrl_c_during_a_rotation_says_so_and_the_rotation_resumes(keyed):
     assert signer(keyed).primary().kid in {k.kid for k in signer(keyed)}
     for name in ENVS:
         EnvironmentKeys.load(keyed.envs / name / "keys")
-    status = keyed.ok("keys", "rotate", "--signer", "--status")
+    status = keyed.ok("keys", "rotate", "--signer", "--status", real=True)
     assert "next step: wait" in status.stderr
     assert len(signer(keyed).keys) == 2
 

@@ -101,7 +101,8 @@ def _open_once(backend: LocalBackend, keyring: Path, n: int, keys: tuple[Keyset,
 
 @pytest.fixture(scope="module")
 def drill(tmp_path_factory) -> tuple[Sandbox, LocalBackend]:
-    cli = Sandbox(tmp_path_factory.mktemp("drill"))
+    # Console scripts only: the rotations and the opens run side by side, in processes of their own.
+    cli = Sandbox(tmp_path_factory.mktemp("drill"), real=True)
     folder = cli.project / "environments" / ENVIRONMENT
     folder.mkdir(parents=True)
     spec = EnvironmentSpec(ENVIRONMENT, folder, "3.12", ("apache-airflow==2.11.2",))

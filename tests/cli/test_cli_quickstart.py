@@ -45,7 +45,8 @@ def _path_without_astro() -> str:
     return os.pathsep.join(d for d in directories if not (Path(d) / "astro").exists())
 
 
-def test_the_quick_start_as_written_runs_the_example_dag(cli: Sandbox):
+def test_the_quick_start_as_written_runs_the_example_dag(cli_real: Sandbox):
+    cli = cli_real  # the README's commands, as a person types them
     env = cli.environ(PATH=_path_without_astro())
     assert shutil.which("astro", path=env["PATH"]) is None
     init = cli.run("init", "--example", "--local", "--git", "--astro", env=env, input="")
