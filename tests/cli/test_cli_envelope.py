@@ -130,7 +130,7 @@ def test_inspect_json_has_every_field(cli: Sandbox, sealed: Path) -> None:
     assert doc["expired"] is False and 0 < doc["expires_in_seconds"] <= LIFETIME
     assert doc["signer_key_id"] == keyring(cli).signer().primary().kid
     assert doc["recipient_key_id"] == keyring(cli).recipient("demo").primary().kid
-    assert (doc["suite"], doc["payload_schema"]) == (1, 1)
+    assert (doc["suite"], doc["payload_schema"]) == (1, 2)
     assert (doc["size_characters"], doc["size_bytes"]) == (len(text), len(envelope.from_text(text)))
 
 
