@@ -21,7 +21,7 @@
         │   └── IsolatedTaskFailedNoRetry   one Airflow never retries; on the host also
         │                                   Airflow's AirflowFailException
         ├── IsolatedTaskRejected
-        └── IsolatedTaskViolation
+        └── IsolatedTaskViolation     never retried; on the host also AirflowFailException
 
 Messages never contain payload content: connection fields, variable values and
 operator arguments may be secrets.
@@ -271,4 +271,8 @@ class IsolatedTaskRejected(IsolatedTaskError):
 
 
 class IsolatedTaskViolation(IsolatedTaskError):
-    """The isolated task broke the no-callback contract."""
+    """The isolated task broke the no-callback contract.
+
+    Never retried: the same code meets the same refusal on every try. The host raises it
+    mixed with Airflow's ``AirflowFailException``, as for :class:`IsolatedTaskFailedNoRetry`.
+    """

@@ -55,7 +55,7 @@ from isolation.operators.result import (
     parse_result,
 )
 
-__all__ = ["ENVIRONMENT_XCOM", "IsolatedAirflowFail", "IsolatedOperator", "operator_path"]
+__all__ = ["ENVIRONMENT_XCOM", "IsolatedAirflowFail", "IsolatedAirflowViolation", "IsolatedOperator", "operator_path"]
 
 _OPERATOR_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*")
 # Arguments of BaseOperator belong to the IsolatedOperator (pool, retries, callbacks, ...).
@@ -599,9 +599,11 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
             hint=_reject_hint(message or "".join(outcome.log_tail)),
         )
     if code == EXIT_VIOLATION:
-        raise IsolatedTaskViolation(
-            f"the isolated task in {where} broke the no-callback contract: {message or 'no detail'}",
-            hint="isolated tasks cannot write to Airflow; return data as XCom and write it from a host task",
+        # The same code meets the same refusal on every try: never retried.
+        raise IsolatedAirflowViolation(
+            f"the isolated task in {where} broke the no-callback contract (not retried): {message or 'no detail'}",
+            hint="isolated tasks cannot call back into Airflow; do that part in a task on the host (the message "
+            "says where), and pass data between them as XCom",
         )
     assert code == EXIT_FAILED
     if error is None:
@@ -643,6 +645,10 @@ def _is_operator_config(types: Sequence[str]) -> bool:
 
 class IsolatedAirflowFail(IsolatedTaskFailedNoRetry, AirflowFailException):
     """What the host raises for :class:`IsolatedTaskFailedNoRetry`: Airflow fails it without retry."""
+
+
+class IsolatedAirflowViolation(IsolatedTaskViolation, AirflowFailException):
+    """What the host raises for :class:`IsolatedTaskViolation`: Airflow fails it without retry."""
 
 
 def _failure(

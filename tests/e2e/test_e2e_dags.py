@@ -57,7 +57,8 @@ def test_skip_failure_and_violation(airflow_env):
     assert "Traceback" in failing  # the isolated traceback was streamed into the task log
     assert run.states["violating"] == "failed"
     assert "broke the no-callback contract" in run.logs["violating"]
-    assert "IsolatedTaskViolation" in run.logs["violating"]
+    # An IsolatedTaskViolation that is also Airflow's AirflowFailException: never retried.
+    assert "IsolatedAirflowViolation" in run.logs["violating"]
 
 
 def test_secrets_never_leak(airflow_env):
