@@ -146,15 +146,21 @@ class UnsupportedFunction(ConfigurationError):
 
 
 class IsolationViolation(IsolationError):
-    """Isolated code attempted a call back into Airflow that the contract forbids."""
+    """Isolated code attempted a call back into Airflow that the contract forbids.
+
+    ``action`` names what was refused. Where the runtime knows what the operator was
+    doing (triggering a DAG run, reading other tasks' states), ``message`` and ``hint``
+    say so and where to do it instead (``isolation.runtime.contract``).
+    """
 
     contract = "isolation no-callback contract"
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, *, message: str | None = None, hint: str | None = None) -> None:
         super().__init__(
-            f"{action} is forbidden inside an isolated task ({self.contract}): the isolated "
+            message
+            or f"{action} is forbidden inside an isolated task ({self.contract}): the isolated "
             "environment has no access to Airflow's database, API or supervisor",
-            hint="return the value as XCom and let a host-side task write it",
+            hint=hint or "return the value as XCom and let a host-side task write it",
         )
         self.action = action
 

@@ -7,8 +7,8 @@ import signal
 from typing import TYPE_CHECKING, Any
 
 from isolation.errors import DeferralNotSupported, IsolationError, OperatorLoadError, TaskTerminated
-from isolation.runtime import compat
-from isolation.runtime.context import XComRecord, build_context
+from isolation.runtime import compat, contract
+from isolation.runtime.context import IsolatedDagRun, IsolatedTaskInstance, XComRecord, build_context
 from isolation.transport import CallableRef
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class PreparedTask:
             log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")
         if getattr(self.task, "start_from_trigger", False):
             raise DeferralNotSupported(f"{cls.__name__} starts from a trigger")
+        contract.attach_queries(IsolatedTaskInstance, IsolatedDagRun)
         self.context = build_context(payload, self.task, self.dag, self.record)
 
     def render(self) -> None:
@@ -105,7 +106,7 @@ class PreparedTask:
         task = self.task
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        with compat.current_context(self.context):
+        with compat.current_context(self.context), contract.executing(task):
             try:
                 task.pre_execute(context=self.context)
                 result = task.execute(self.context, **compat.execute_kwargs(task))
