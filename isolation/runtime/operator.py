@@ -6,6 +6,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from isolation import _signature
 from isolation.errors import DeferralNotSupported, IsolationError, OperatorLoadError, TaskTerminated
 from isolation.runtime import compat, contract
 from isolation.runtime.context import IsolatedDagRun, IsolatedTaskInstance, XComRecord, build_context
@@ -51,6 +52,23 @@ def load_class(import_path: str) -> type:
     return cls
 
 
+def _rejected(cls: type, kwargs: dict[str, Any], exc: Exception) -> OperatorLoadError:
+    """Why ``cls`` refused ``kwargs``: the unknown names and its signature here, when that is the reason."""
+    hint = "fix the arguments given to IsolatedOperator for this operator and Airflow version"
+    unknown = _signature.unknown_arguments(cls, kwargs, compat.BaseOperator)
+    if not unknown:
+        return OperatorLoadError(f"{cls.__name__} rejected its arguments ({type(exc).__name__}: {exc})", hint=hint)
+    # Names only: Airflow's own message quotes the values, which may be secrets.
+    plural = "s" if len(unknown) > 1 else ""
+    return OperatorLoadError(
+        f"{cls.__name__} rejected its arguments: unknown argument{plural} "
+        f"{_signature.describe_unknown(unknown, cls, compat.BaseOperator)}; in this environment "
+        f"(Airflow {compat.AIRFLOW_VERSION}, {cls.__module__}) it is {_signature.constructor_text(cls)}, "
+        "plus the arguments of BaseOperator",
+        hint=hint,
+    )
+
+
 class PreparedTask:
     """An operator built from the envelope, with its DAG, context and XCom record."""
 
@@ -75,10 +93,7 @@ class PreparedTask:
         except IsolationError:
             raise
         except Exception as exc:
-            raise OperatorLoadError(
-                f"{cls.__name__} rejected its arguments ({type(exc).__name__}: {exc})",
-                hint="fix the arguments given to IsolatedOperator for this operator and Airflow version",
-            ) from None
+            raise _rejected(cls, kwargs, exc) from None
         # What Airflow's task runner does: a copy whose attribute writes during execute
         # (op_kwargs := the context) are not tracked as DAG dependencies.
         self.task = built.prepare_for_execution()
