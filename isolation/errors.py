@@ -8,7 +8,9 @@
     │   └── RotationError             a rotation step would break open envelopes
     ├── PayloadError                  a value cannot travel in an envelope
     ├── ConfigurationError            settings, environments, keyring paths
-    ├── UnsupportedFunction           host: a ``@task.isolated`` function cannot be sealed
+    │   ├── UnsupportedFunction       host: a ``@task.isolated`` function cannot be sealed
+    │   └── InvalidOperatorArguments  host, DAG parse: the wrapped operator does not take an
+    │                                 argument; also Airflow's TypeError
     ├── IsolationViolation            isolated code tried to call back into Airflow
     ├── NotProvided                   runtime: a connection or variable the envelope lacks
     ├── OperatorLoadError             runtime: the operator cannot be imported or built
@@ -42,6 +44,7 @@ __all__ = [
     "IsolationError",
     "IsolationViolation",
     "DeferralNotSupported",
+    "InvalidOperatorArguments",
     "KeysetError",
     "ModuleScopeName",
     "NotProvided",
@@ -225,6 +228,14 @@ class ResultError(IsolationError):
 
 class TaskTerminated(IsolationError):
     """Runtime: SIGTERM or SIGINT arrived; the operator's ``on_kill`` has run."""
+
+
+class InvalidOperatorArguments(ConfigurationError, TypeError):
+    """Host, at DAG parse: the wrapped operator, as installed on the host, takes no such argument.
+
+    A ``TypeError`` too, the type Airflow 3 raises for an operator's invalid arguments, so
+    the DAG file fails to import as it would with the operator used directly.
+    """
 
 
 class IsolatedTaskError(IsolationError):
