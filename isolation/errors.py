@@ -8,7 +8,9 @@
     │   └── RotationError             a rotation step would break open envelopes
     ├── PayloadError                  a value cannot travel in an envelope
     ├── ConfigurationError            settings, environments, keyring paths
-    ├── UnsupportedFunction           host: a ``@task.isolated`` function cannot be sealed
+    │   ├── UnsupportedFunction       host: a ``@task.isolated`` function cannot be sealed
+    │   └── InvalidOperatorArguments  host, DAG parse: the wrapped operator does not take an
+    │                                 argument; also Airflow's TypeError
     ├── IsolationViolation            isolated code tried to call back into Airflow
     ├── NotProvided                   runtime: a connection or variable the envelope lacks
     ├── OperatorLoadError             runtime: the operator cannot be imported or built
@@ -21,7 +23,7 @@
         │   └── IsolatedTaskFailedNoRetry   one Airflow never retries; on the host also
         │                                   Airflow's AirflowFailException
         ├── IsolatedTaskRejected
-        └── IsolatedTaskViolation
+        └── IsolatedTaskViolation     never retried; on the host also AirflowFailException
 
 Messages never contain payload content: connection fields, variable values and
 operator arguments may be secrets.
@@ -42,6 +44,7 @@ __all__ = [
     "IsolationError",
     "IsolationViolation",
     "DeferralNotSupported",
+    "InvalidOperatorArguments",
     "KeysetError",
     "ModuleScopeName",
     "NotProvided",
@@ -146,15 +149,21 @@ class UnsupportedFunction(ConfigurationError):
 
 
 class IsolationViolation(IsolationError):
-    """Isolated code attempted a call back into Airflow that the contract forbids."""
+    """Isolated code attempted a call back into Airflow that the contract forbids.
+
+    ``action`` names what was refused. Where the runtime knows what the operator was
+    doing (triggering a DAG run, reading other tasks' states), ``message`` and ``hint``
+    say so and where to do it instead (``isolation.runtime.contract``).
+    """
 
     contract = "isolation no-callback contract"
 
-    def __init__(self, action: str) -> None:
+    def __init__(self, action: str, *, message: str | None = None, hint: str | None = None) -> None:
         super().__init__(
-            f"{action} is forbidden inside an isolated task ({self.contract}): the isolated "
+            message
+            or f"{action} is forbidden inside an isolated task ({self.contract}): the isolated "
             "environment has no access to Airflow's database, API or supervisor",
-            hint="return the value as XCom and let a host-side task write it",
+            hint=hint or "return the value as XCom and let a host-side task write it",
         )
         self.action = action
 
@@ -221,6 +230,14 @@ class TaskTerminated(IsolationError):
     """Runtime: SIGTERM or SIGINT arrived; the operator's ``on_kill`` has run."""
 
 
+class InvalidOperatorArguments(ConfigurationError, TypeError):
+    """Host, at DAG parse: the wrapped operator, as installed on the host, takes no such argument.
+
+    A ``TypeError`` too, the type Airflow 3 raises for an operator's invalid arguments, so
+    the DAG file fails to import as it would with the operator used directly.
+    """
+
+
 class IsolatedTaskError(IsolationError):
     """Host side: the isolated task did not succeed."""
 
@@ -271,4 +288,8 @@ class IsolatedTaskRejected(IsolatedTaskError):
 
 
 class IsolatedTaskViolation(IsolatedTaskError):
-    """The isolated task broke the no-callback contract."""
+    """The isolated task broke the no-callback contract.
+
+    Never retried: the same code meets the same refusal on every try. The host raises it
+    mixed with Airflow's ``AirflowFailException``, as for :class:`IsolatedTaskFailedNoRetry`.
+    """

@@ -2,8 +2,10 @@
 
 Where things happen (see docs/howto-local.md for the DAG author's view):
 
-- **DAG parse (host):** ``__init__`` only stores arguments. The wrapped operator is an
-  import path and is never imported on the host; nothing is looked up.
+- **DAG parse (host):** ``__init__`` only stores arguments and checks the wrapped
+  operator's argument names against the host's copy of the operator, when the host can
+  import it (:mod:`isolation.operators._arguments`; ``check_arguments=False`` turns that
+  off). Nothing else of the wrapped operator is imported or looked up.
 - **Execute (host):** ``environment`` (the one templated field of this operator) is
   rendered and checked against ``allowed_environments``; ``XComArg`` values in the
   wrapped arguments (``upstream.output``) are resolved to their values; connections,
@@ -40,7 +42,7 @@ from isolation.errors import (
     RejectReason,
 )
 from isolation.masking import SecretMasker, secret_strings
-from isolation.operators import _downstream, _state, discovery
+from isolation.operators import _arguments, _downstream, _state, discovery
 from isolation.operators._logs import IsolatedLog
 from isolation.operators.keyring_hook import DEFAULT_CONN_ID, HostKeys, load_host_keys
 from isolation.operators.result import (
@@ -55,7 +57,7 @@ from isolation.operators.result import (
     parse_result,
 )
 
-__all__ = ["ENVIRONMENT_XCOM", "IsolatedAirflowFail", "IsolatedOperator", "operator_path"]
+__all__ = ["ENVIRONMENT_XCOM", "IsolatedAirflowFail", "IsolatedAirflowViolation", "IsolatedOperator", "operator_path"]
 
 _OPERATOR_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*")
 # Arguments of BaseOperator belong to the IsolatedOperator (pool, retries, callbacks, ...).
@@ -120,6 +122,10 @@ class IsolatedOperator(BaseOperator):
     :param backend: ``"local"`` (default) or a :class:`~isolation.backends.Backend`.
     :param keyring_conn_id: the Airflow connection holding the host's keys; when the
         default ``isolation_default`` does not exist, the configured keyring path is used.
+    :param check_arguments: check the wrapped operator's argument names when the DAG is
+        parsed, against the host's copy of the operator when the host can import it (an
+        unknown name fails the DAG file with Airflow's ``TypeError``). Pass False for an
+        argument that only the environment's version of the operator takes.
     :param kwargs: ``BaseOperator`` arguments configure this task (pool, retries,
         ``execution_timeout``, callbacks, ...); every other argument goes to the wrapped
         operator.
@@ -141,6 +147,7 @@ class IsolatedOperator(BaseOperator):
         operator_kwargs: Mapping[str, Any] | None = None,
         backend: str | Backend = "local",
         keyring_conn_id: str | None = DEFAULT_CONN_ID,
+        check_arguments: bool = True,
         **kwargs: Any,
     ) -> None:
         base_kwargs = {k: v for k, v in kwargs.items() if k in _BASE_ARGS}
@@ -148,6 +155,10 @@ class IsolatedOperator(BaseOperator):
         super().__init__(**base_kwargs)
         self.operator_path = operator_path(operator)
         self.operator_kwargs: dict[str, Any] = {**wrapped, **dict(operator_kwargs or {})}
+        if check_arguments:
+            _arguments.check_wrapped_arguments(
+                operator, self.operator_kwargs, task_id=self.task_id, environment=environment
+            )
         if _downstream.may_skip(self.operator_path):
             # Airflow's scheduler reads SkipMixin's XCom only of tasks it knows may skip
             # (how the downstream tasks of a mapped task instance get skipped).
@@ -180,6 +191,7 @@ class IsolatedOperator(BaseOperator):
         from airflow.sdk.bases.operator import partial as airflow_partial
 
         own, wrapped = _split_wrapped(kwargs)
+        _check_mapped_arguments(own, [*wrapped, *(own.get("operator_kwargs") or {})])
         if wrapped:
             fixed = dict(own.get("operator_kwargs") or {})
             own["operator_kwargs"] = {**wrapped, **fixed}
@@ -406,6 +418,17 @@ def _split_wrapped(kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str,
     return own, wrapped
 
 
+def _check_mapped_arguments(partial_kwargs: Mapping[str, Any], names: Iterable[str]) -> None:
+    """The parse-time check of the wrapped names given to ``partial()`` or ``expand()``."""
+    if partial_kwargs.get("check_arguments", True) and "operator" in partial_kwargs:
+        _arguments.check_wrapped_arguments(
+            partial_kwargs["operator"],
+            names,
+            task_id=partial_kwargs.get("task_id"),
+            environment=partial_kwargs.get("environment"),
+        )
+
+
 def _partial_class() -> type:
     from airflow.sdk.definitions._internal.expandinput import DictOfListsExpandInput, is_mappable
     from airflow.sdk.definitions.mappedoperator import OperatorPartial, validate_mapping_kwargs
@@ -419,6 +442,7 @@ def _partial_class() -> type:
             own, wrapped = _split_wrapped(mapped_kwargs)
             if own:
                 validate_mapping_kwargs(self.operator_class, "expand", own)
+            _check_mapped_arguments(self.kwargs, wrapped)
             for name, value in wrapped.items():
                 if not is_mappable(value):
                     raise ValueError(
@@ -611,9 +635,11 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
             hint=_reject_hint(message or "".join(outcome.log_tail)),
         )
     if code == EXIT_VIOLATION:
-        raise IsolatedTaskViolation(
-            f"the isolated task in {where} broke the no-callback contract: {message or 'no detail'}",
-            hint="isolated tasks cannot write to Airflow; return data as XCom and write it from a host task",
+        # The same code meets the same refusal on every try: never retried.
+        raise IsolatedAirflowViolation(
+            f"the isolated task in {where} broke the no-callback contract (not retried): {message or 'no detail'}",
+            hint="isolated tasks cannot call back into Airflow; do that part in a task on the host (the message "
+            "says where), and pass data between them as XCom",
         )
     assert code == EXIT_FAILED
     if error is None:
@@ -655,6 +681,10 @@ def _is_operator_config(types: Sequence[str]) -> bool:
 
 class IsolatedAirflowFail(IsolatedTaskFailedNoRetry, AirflowFailException):
     """What the host raises for :class:`IsolatedTaskFailedNoRetry`: Airflow fails it without retry."""
+
+
+class IsolatedAirflowViolation(IsolatedTaskViolation, AirflowFailException):
+    """What the host raises for :class:`IsolatedTaskViolation`: Airflow fails it without retry."""
 
 
 def _failure(

@@ -84,7 +84,9 @@ __all__ = [
     "macros",
     "mask_secret",
     "outlet_events",
+    "real_run_classes",
     "route_structlog",
+    "runner_signals",
     "skip_exceptions",
 ]
 
@@ -152,6 +154,35 @@ def downstream_skipped_exceptions() -> tuple[type[BaseException], ...]:
     # airflow.exceptions re-exports the SDK's class (with a warning) from Airflow 3.1.
     found = _exception("DownstreamTasksSkipped") if AIRFLOW_V3 else None
     return (found,) if isinstance(found, type) else ()
+
+
+def runner_signals() -> dict[str, type[BaseException]]:
+    """Exceptions Airflow's task runner acts on after ``execute``, by name.
+
+    Besides skip and deferral (handled on their own): Airflow 3 triggers a DAG run on
+    ``DagRunTriggerException`` (TriggerDagRunOperator) and parks a human-in-the-loop task
+    on ``TaskAwaitingInput`` (3.3); both versions reschedule on ``AirflowRescheduleException``.
+    A name this Airflow does not have is left out.
+    """
+    found: dict[str, type[BaseException]] = {}
+    for name in ("DagRunTriggerException", "TaskAwaitingInput", "AirflowRescheduleException"):
+        # One class per name: where both modules have it, airflow.exceptions re-exports the
+        # SDK's (and warns when asked), so the first that imports is the one raised.
+        cls = _exception(name)
+        if cls is not None:
+            found[name] = cls
+    return found
+
+
+def real_run_classes() -> tuple[type, type | None]:
+    """Airflow's own task instance and dag run types as a task sees them (None: no such type).
+
+    Airflow 3 hands tasks the Task SDK's RuntimeTaskInstance and a plain DagRun model
+    without queries; Airflow 2 the ORM classes, whose queries reach the database.
+    """
+    if AIRFLOW_V3:
+        return _load("airflow.sdk.execution_time.task_runner", "RuntimeTaskInstance"), None
+    return _load("airflow.models.taskinstance", "TaskInstance"), _load("airflow.models.dagrun", "DagRun")
 
 
 # -- operators -----------------------------------------------------------------------
@@ -351,7 +382,8 @@ class _Supervisor(_Refuse):
     def send(self, msg: Any, *args: Any, **kwargs: Any) -> Any:
         if type(msg).__name__ == "MaskSecret":
             return None
-        _refuse(self._action.replace("{}", "send"))
+        # The request's type says what was asked for (GetTICount, TriggerDagRun, ...).
+        _refuse(self._action.replace("{}", f"send({type(msg).__name__})"))
 
 
 def _wrap_classmethod(cls: type, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:

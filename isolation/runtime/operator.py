@@ -6,9 +6,10 @@ import logging
 import signal
 from typing import TYPE_CHECKING, Any
 
+from isolation import _signature
 from isolation.errors import DeferralNotSupported, IsolationError, OperatorLoadError, TaskTerminated
-from isolation.runtime import compat, decisions
-from isolation.runtime.context import XComRecord, build_context
+from isolation.runtime import compat, contract, decisions
+from isolation.runtime.context import IsolatedDagRun, IsolatedTaskInstance, XComRecord, build_context
 from isolation.runtime.dagshape import DagRebuild
 from isolation.transport import CallableRef
 
@@ -52,6 +53,23 @@ def load_class(import_path: str) -> type:
     return cls
 
 
+def _rejected(cls: type, kwargs: dict[str, Any], exc: Exception) -> OperatorLoadError:
+    """Why ``cls`` refused ``kwargs``: the unknown names and its signature here, when that is the reason."""
+    hint = "fix the arguments given to IsolatedOperator for this operator and Airflow version"
+    unknown = _signature.unknown_arguments(cls, kwargs, compat.BaseOperator)
+    if not unknown:
+        return OperatorLoadError(f"{cls.__name__} rejected its arguments ({type(exc).__name__}: {exc})", hint=hint)
+    # Names only: Airflow's own message quotes the values, which may be secrets.
+    plural = "s" if len(unknown) > 1 else ""
+    return OperatorLoadError(
+        f"{cls.__name__} rejected its arguments: unknown argument{plural} "
+        f"{_signature.describe_unknown(unknown, cls, compat.BaseOperator)}; in this environment "
+        f"(Airflow {compat.AIRFLOW_VERSION}, {cls.__module__}) it is {_signature.constructor_text(cls)}, "
+        "plus the arguments of BaseOperator",
+        hint=hint,
+    )
+
+
 class PreparedTask:
     """An operator built from the envelope, with its DAG, context and XCom record."""
 
@@ -85,10 +103,7 @@ class PreparedTask:
         except IsolationError:
             raise
         except Exception as exc:
-            raise OperatorLoadError(
-                f"{cls.__name__} rejected its arguments ({type(exc).__name__}: {exc})",
-                hint="fix the arguments given to IsolatedOperator for this operator and Airflow version",
-            ) from None
+            raise _rejected(cls, kwargs, exc) from None
         rebuild.connect(built)
         decisions.install(self.decisions)
         # What Airflow's task runner does: a copy whose attribute writes during execute
@@ -99,6 +114,7 @@ class PreparedTask:
             log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")
         if getattr(self.task, "start_from_trigger", False):
             raise DeferralNotSupported(f"{cls.__name__} starts from a trigger")
+        contract.attach_queries(IsolatedTaskInstance, IsolatedDagRun)
         self.context = build_context(payload, self.task, self.dag, self.record)
 
     def render(self) -> None:
@@ -117,7 +133,7 @@ class PreparedTask:
         task = self.task
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
-        with compat.current_context(self.context):
+        with compat.current_context(self.context), contract.executing(task):
             try:
                 task.pre_execute(context=self.context)
                 result = task.execute(self.context, **compat.execute_kwargs(task))

@@ -57,7 +57,8 @@ def test_skip_failure_and_violation(airflow_env):
     assert "Traceback" in failing  # the isolated traceback was streamed into the task log
     assert run.states["violating"] == "failed"
     assert "broke the no-callback contract" in run.logs["violating"]
-    assert "IsolatedTaskViolation" in run.logs["violating"]
+    # An IsolatedTaskViolation that is also Airflow's AirflowFailException: never retried.
+    assert "IsolatedAirflowViolation" in run.logs["violating"]
 
 
 def test_secrets_never_leak(airflow_env):
@@ -154,7 +155,7 @@ def test_failures_airflow_never_retries_are_not_retried_in_isolation(airflow_env
     assert callbacks["retried"]["isolated_types"][0] == "builtins.ValueError"
     assert not callbacks["retried"]["airflow_fail"]
     # Configuration errors: the hint names the operator path and arguments, never the keys.
-    for task, text in (("bad_kwarg", "bash_comand"), ("bad_path", "BashOprator")):
+    for task, text in (("bad_kwarg", "unknown argument 'bash_comand'"), ("bad_path", "BashOprator")):
         log = run.logs[task]
         assert text in log and "check the operator path/arguments" in log, log[-3000:]
         assert "keys directory" not in log, log[-3000:]

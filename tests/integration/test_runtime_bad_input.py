@@ -37,7 +37,13 @@ EXPECTED = {
     "operator_not_importable": (2, "'airflow.providers.nothing.operators.Nope' cannot be imported"),
     "callable_not_importable": (2, "'it_tasks:does_not_exist' cannot be imported"),
     "kwargs_rejected": (2, "PythonOperator rejected its arguments"),
+    "misspelt_argument": (
+        2,
+        "PythonOperator rejected its arguments: unknown argument 'python_calable' (did you mean 'python_callable'?)",
+    ),
 }
+# The value of the misspelt argument: names are reported, values never (they may be secrets).
+MISSPELT_VALUE = "value-of-the-misspelt-argument"
 
 
 def _tamper(text: str) -> str:
@@ -90,6 +96,12 @@ def runs(environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory
             environment,
             base / "kwargs_rejected",
             payload=make_payload(PYTHON, {**MARKER, "no_such_argument": 1}),
+        ),
+        "misspelt_argument": partial(
+            run_runtime,
+            environment,
+            base / "misspelt_argument",
+            payload=make_payload(PYTHON, {"python_calable": MISSPELT_VALUE}),
         ),
     }
     return run_calls(calls)
@@ -158,3 +170,17 @@ def test_rejected_envelope_never_imports_airflow(environment: LocalEnvironment, 
         check=False,
     )
     assert done.stdout.split() == ["3", "False"], done.stderr
+
+
+def test_an_unknown_argument_is_named_with_the_operators_signature_in_the_environment(
+    runs: dict[str, Run], environment: LocalEnvironment
+) -> None:
+    run = runs["misspelt_argument"]
+    assert run.result is not None
+    message = run.result["error"]["message"]
+    assert run.result["error"]["type"] == "OperatorLoadError"
+    # What this environment's PythonOperator takes, read there (inspect.signature).
+    assert f"in this environment (Airflow {environment.airflow_version}, " in message, message
+    assert "it is PythonOperator(*, python_callable" in message, message
+    assert "plus the arguments of BaseOperator" in message
+    assert MISSPELT_VALUE not in run.output

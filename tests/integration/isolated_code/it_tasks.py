@@ -305,6 +305,47 @@ def try_forbidden(raise_last: str) -> None:
     attempts[raise_last]()
 
 
+def try_queries(**context: Any) -> None:
+    """Ask the task instance and dag run every query their Airflow counterparts have; record each outcome.
+
+    The last attempt asks the Task SDK class itself (Airflow 3) or the stand-in (Airflow 2)
+    and is left uncaught.
+    """
+    from isolation.errors import IsolationViolation
+    from isolation.runtime import compat, contract
+
+    real_ti, real_dag_run = compat.real_run_classes()
+    targets = [("ti", context["ti"], real_ti, contract.TASK_INSTANCE_QUERIES)]
+    targets.append(("dag_run", context["dag_run"], real_dag_run, contract.DAG_RUN_QUERIES))
+    report: dict[str, Any] = {}
+    for owner, stand_in, real, queries in targets:
+        for name in queries:
+            if real is None or not hasattr(real, name):
+                continue
+            try:
+                getattr(stand_in, name)(dag_id="other_dag")
+                report[f"{owner}.{name}"] = {"raised": None}
+            except IsolationViolation as exc:
+                report[f"{owner}.{name}"] = {"raised": "IsolationViolation", "message": str(exc)}
+            except Exception as exc:
+                report[f"{owner}.{name}"] = {"raised": type(exc).__name__, "message": str(exc)}
+    report["home_files"] = _home_files()
+    out("queries.json", report)
+    if airflow_major() >= 3:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        RuntimeTaskInstance.get_dr_count(dag_id="other_dag")
+    else:
+        context["ti"].get_previous_ti()
+
+
+def await_input() -> None:
+    """Ask the task runner to park this task until a human answers (Airflow 3.3's signal)."""
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    raise TaskAwaitingInput(method_name="execute_complete")
+
+
 def two_outputs() -> dict[str, Any]:
     return {"first": 1, "second": "two"}
 

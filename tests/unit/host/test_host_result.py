@@ -275,6 +275,17 @@ def test_violation():
         _interpret(outcome(4, data), "legacy")
 
 
+def test_a_violation_is_never_retried():
+    # The same code meets the same refusal on every try; Airflow does not retry an AirflowFailException.
+    message = "TriggerDagRunOperator cannot trigger a DAG run from isolation (...): run it on the host"
+    data = doc(outcome="violation", error={"type": "IsolationViolation", "message": message})
+    with pytest.raises(AirflowFailException) as info:
+        _interpret(outcome(4, data), "modern")
+    assert isinstance(info.value, IsolatedTaskViolation)
+    assert "broke the no-callback contract (not retried)" in str(info.value)
+    assert message in str(info.value)
+
+
 def test_could_not_start_shows_the_log_tail():
     with pytest.raises(IsolatedTaskFailed, match="could not start") as info:
         _interpret(outcome(2, None, ["", "error: keys directory missing"]), "legacy")
