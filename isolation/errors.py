@@ -11,6 +11,7 @@
     ├── UnsupportedFunction           host: a ``@task.isolated`` function cannot be sealed
     ├── IsolationViolation            isolated code tried to call back into Airflow
     ├── NotProvided                   runtime: a connection or variable the envelope lacks
+    │   └── XComNotProvided           an ``xcom_pull`` of an XCom the host did not send
     ├── OperatorLoadError             runtime: the operator cannot be imported or built
     ├── ModuleScopeName               runtime: a sealed function used a name of its DAG file
     ├── DeferralNotSupported          runtime: the operator tried to defer
@@ -52,6 +53,7 @@ __all__ = [
     "RotationError",
     "TaskTerminated",
     "UnsupportedFunction",
+    "XComNotProvided",
 ]
 
 
@@ -176,6 +178,52 @@ class NotProvided(IsolationError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class XComNotProvided(NotProvided):
+    """Runtime: ``xcom_pull`` asked for an XCom the host did not send (``options.strict_xcom_pull``).
+
+    The host sends the XComs the task declares (``xcom_inputs=``) or that discovery finds;
+    anything else would silently be ``None`` (or the caller's default) in isolation while
+    the host has a value. The fix is in the message: the message alone crosses back to
+    the host.
+    """
+
+    def __init__(
+        self,
+        task_id: str | None,
+        key: str,
+        *,
+        own_task: str,
+        map_index: int | None = None,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        if task_id is None:
+            what = f"XCom {key!r} of any task (xcom_pull without task_ids, as in Airflow 2)"
+            declare = f"pass task_ids= and declare it with xcom_inputs=[('<task_id>', {key!r})]"
+        else:
+            what = f"XCom {key!r} of task {task_id!r}"
+            entry = repr(task_id) if key == "return_value" else repr(f"{task_id}:{key}")
+            declare = f"declare it with xcom_inputs=[{entry}]"
+        details = [f"map index {map_index}" if map_index is not None else ""]
+        details += [f"dag {dag_id!r}" if dag_id else "", f"run {run_id!r}" if run_id else ""]
+        extra = ", ".join(d for d in details if d)
+        fix = (
+            f"{declare} on the IsolatedOperator (or use a literal xcom_pull that discovery finds), "
+            "or pass lenient_xcom_pull=True to get Airflow's lenient default (None, or the default= given) instead"
+        )
+        IsolationError.__init__(
+            self,
+            f"{what}{f' ({extra})' if extra else ''} was not sent to the isolated task {own_task!r}: "
+            f"the host sends only the XComs the task declares, so the isolated task cannot see whether it "
+            f"exists; {fix}",
+            hint=fix,
+        )
+        self.kind = "XCom"
+        self.name = f"{task_id}:{key}"
+        self.task_id = task_id
+        self.key = key
 
 
 class OperatorLoadError(IsolationError):

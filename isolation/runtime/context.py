@@ -12,6 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from isolation.errors import XComNotProvided
+
 if TYPE_CHECKING:
     from isolation.transport.payload import Payload, XComInput
 
@@ -35,8 +37,11 @@ class XComRecord:
 
     pushed: list[tuple[str, Any]] = field(default_factory=list)
     return_value: Any = None
+    # The latest value of each key pushed so far: the task's own XComs, which it may pull.
+    latest: dict[str, Any] = field(default_factory=dict)
 
     def push(self, key: str, value: Any) -> None:
+        self.latest[key] = value
         if key == RETURN_KEY:
             self.return_value = value
         else:
@@ -63,10 +68,35 @@ class IsolatedDagRun:
         return f"<IsolatedDagRun {self.dag_id} @ {self.run_id}>"
 
 
-class IsolatedTaskInstance:
-    """The task instance API operators use: identity, ``xcom_push`` and ``xcom_pull``."""
+@dataclass(frozen=True)
+class _Sent:
+    """One XCom value this task can pull: sent by the host, or pushed by the task itself."""
 
-    def __init__(self, payload: Payload, task: Any, dag_run: IsolatedDagRun, record: XComRecord) -> None:
+    task_id: str
+    map_index: int
+    value: Any
+
+
+class IsolatedTaskInstance:
+    """The task instance API operators use: identity, ``xcom_push`` and ``xcom_pull``.
+
+    ``xcom_pull`` serves the XComs the host sent and those the task pushed itself. One the
+    host did not send raises :class:`~isolation.errors.XComNotProvided` when the payload
+    asks for strict pulls (schema 2's default), even with a ``default=``: the runtime cannot
+    tell an XCom missing on the host from one nobody declared, and a silent default is a
+    wrong result when the host has a value. Lenient pulls (schema 1, or the host's
+    ``lenient_xcom_pull=True``) return ``default``, as Airflow does for a missing XCom.
+    """
+
+    def __init__(
+        self,
+        payload: Payload,
+        task: Any,
+        dag_run: IsolatedDagRun,
+        record: XComRecord,
+        *,
+        airflow_3: bool = True,
+    ) -> None:
         ctx = payload.context
         self.dag_id = ctx.dag_id
         self.task_id = ctx.task_id
@@ -83,6 +113,8 @@ class IsolatedTaskInstance:
         self.state = "running"
         self._inputs: list[XComInput] = list(payload.xcom_inputs)
         self._record = record
+        self._strict = payload.options.strict_xcom_pull
+        self._airflow_3 = airflow_3
 
     def __repr__(self) -> str:
         return f"<IsolatedTaskInstance {self.dag_id}.{self.task_id} {self.run_id} map_index={self.map_index}>"
@@ -105,10 +137,10 @@ class IsolatedTaskInstance:
         run_id: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Serve an XCom the host resolved; ``default`` when it did not send one."""
-        if task_ids is None:  # Airflow 3: this task's own XCom (from an earlier try, via the host)
+        """Serve an XCom the host resolved or the task pushed; see the class for a missing one."""
+        if task_ids is None and self._airflow_3:  # Airflow 3: this task's own XCom
             task_ids = self.task_id
-        if isinstance(task_ids, str):
+        if task_ids is None or isinstance(task_ids, str):
             return self._pull_one(
                 task_ids, dag_id=dag_id, key=key, map_indexes=map_indexes, default=default, run_id=run_id
             )
@@ -117,9 +149,37 @@ class IsolatedTaskInstance:
             for t in task_ids
         ]
 
+    def _candidates(self, task_id: str | None, key: str, dag_id: str | None, run_id: str | None) -> list[_Sent]:
+        """The values of ``key`` for ``task_id`` (None: any task, Airflow 2), own pushes first."""
+        want_dag = dag_id or self.dag_id
+        want_run = run_id or self.run_id
+        found: list[_Sent] = []
+        own = want_dag == self.dag_id and want_run == self.run_id and task_id in (None, self.task_id)
+        if own and key in self._record.latest:
+            found.append(_Sent(self.task_id, self.map_index, self._record.latest[key]))
+        for x in self._inputs:
+            if (
+                (task_id is None or x.task_id == task_id)
+                and x.key == key
+                and (x.dag_id or self.dag_id) == want_dag
+                and (x.run_id or self.run_id) == want_run
+                and not any(f.task_id == x.task_id and f.map_index == x.map_index for f in found)
+            ):
+                found.append(_Sent(x.task_id, x.map_index, x.value))
+        if task_id is None and found:
+            # Airflow 2 returns the latest XCom of any task: the own push, else the first sent.
+            first = found[0].task_id
+            found = [f for f in found if f.task_id == first]
+        return found
+
+    def _missing(self, task_id: str | None, key: str, map_index: int | None, default: Any, **where: Any) -> Any:
+        if self._strict:
+            raise XComNotProvided(task_id, key, own_task=self.task_id, map_index=map_index, **where)
+        return default
+
     def _pull_one(
         self,
-        task_id: str,
+        task_id: str | None,
         *,
         dag_id: str | None,
         key: str,
@@ -127,28 +187,22 @@ class IsolatedTaskInstance:
         default: Any,
         run_id: str | None,
     ) -> Any:
-        want_dag = dag_id or self.dag_id
-        want_run = run_id or self.run_id
-        found = [
-            x
-            for x in self._inputs
-            if x.task_id == task_id
-            and x.key == key
-            and (x.dag_id or self.dag_id) == want_dag
-            and (x.run_id or self.run_id) == want_run
-        ]
+        found = self._candidates(task_id, key, dag_id, run_id)
+        where = {"dag_id": dag_id, "run_id": run_id}
         if isinstance(map_indexes, int):
-            found = [x for x in found if x.map_index == map_indexes]
-        elif map_indexes is not None:
-            wanted = list(map_indexes)
-            return [next((x.value for x in found if x.map_index == i), default) for i in wanted]
+            match = next((x for x in found if x.map_index == map_indexes), None)
+            return match.value if match else self._missing(task_id, key, map_indexes, default, **where)
+        if map_indexes is not None:
+            values = []
+            for i in list(map_indexes):
+                match = next((x for x in found if x.map_index == i), None)
+                values.append(match.value if match else self._missing(task_id, key, i, default, **where))
+            return values
         if not found:
-            return default
+            return self._missing(task_id, key, None, default, **where)
         if len(found) == 1 and found[0].map_index < 0:
             return found[0].value
         # A mapped upstream: every map index, in order, as Airflow returns it.
-        if isinstance(map_indexes, int):
-            return found[0].value
         return [x.value for x in sorted(found, key=lambda x: x.map_index)]
 
 
@@ -206,7 +260,7 @@ def build_context(payload: Payload, task: Any, dag: Any, record: XComRecord) -> 
 
     ctx = payload.context
     dag_run = IsolatedDagRun(payload)
-    ti = IsolatedTaskInstance(payload, task, dag_run, record)
+    ti = IsolatedTaskInstance(payload, task, dag_run, record, airflow_3=compat.AIRFLOW_V3)
     context: dict[str, Any] = {
         "conn": ConnectionAccessor(compat.BaseHook),
         "dag": dag,
