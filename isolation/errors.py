@@ -11,7 +11,8 @@
     ├── UnsupportedFunction           host: a ``@task.isolated`` function cannot be sealed
     ├── IsolationViolation            isolated code tried to call back into Airflow
     ├── NotProvided                   runtime: a connection or variable the envelope lacks
-    │   └── XComNotProvided           an ``xcom_pull`` of an XCom the host did not send
+    │   ├── XComNotProvided           an ``xcom_pull`` of an XCom the host did not send
+    │   └── ContextNotAvailable       a context key the envelope cannot carry (also a KeyError)
     ├── OperatorLoadError             runtime: the operator cannot be imported or built
     ├── ModuleScopeName               runtime: a sealed function used a name of its DAG file
     ├── DeferralNotSupported          runtime: the operator tried to defer
@@ -34,6 +35,7 @@ import enum
 
 __all__ = [
     "ConfigurationError",
+    "ContextNotAvailable",
     "EnvelopeRejected",
     "IsolatedTaskError",
     "IsolatedTaskFailed",
@@ -224,6 +226,24 @@ class XComNotProvided(NotProvided):
         self.name = f"{task_id}:{key}"
         self.task_id = task_id
         self.key = key
+
+
+class ContextNotAvailable(NotProvided, KeyError):
+    """Runtime: a context key this Airflow version offers but the envelope cannot carry.
+
+    Raised where Airflow would return the key's value (``context["k"]``, ``{{ k }}``).
+    It is also a ``KeyError``, so ``context.get("k")`` and code that handles a missing key
+    (written for the Airflow major that lacks it) still take their fallback.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        IsolationError.__init__(
+            self,
+            f"context key {key!r} is not available in isolation: {reason}",
+            hint="compute it from the context keys that are carried, or run this part in a host task",
+        )
+        self.kind = "context key"
+        self.name = key
 
 
 class OperatorLoadError(IsolationError):
