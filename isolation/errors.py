@@ -200,26 +200,26 @@ class XComNotProvided(NotProvided):
         map_index: int | None = None,
         dag_id: str | None = None,
         run_id: str | None = None,
+        elsewhere: bool = False,
     ) -> None:
-        if task_id is None:
+        if elsewhere:
+            what = f"XCom {key!r} of task {task_id!r} of another DAG or run"
+            declare = "pull it in a host task of this DAG and pass it on as an argument (upstream.output)"
+        elif task_id is None:
             what = f"XCom {key!r} of any task (xcom_pull without task_ids, as in Airflow 2)"
-            declare = f"pass task_ids= and declare it with xcom_inputs=[('<task_id>', {key!r})]"
+            declare = f"pass task_ids= and declare it with xcom_inputs=[('<task_id>', {key!r})] on the IsolatedOperator"
         else:
             what = f"XCom {key!r} of task {task_id!r}"
             entry = repr(task_id) if key == "return_value" else repr(f"{task_id}:{key}")
-            declare = f"declare it with xcom_inputs=[{entry}]"
+            declare = f"declare it with xcom_inputs=[{entry}] on the IsolatedOperator"
         details = [f"map index {map_index}" if map_index is not None else ""]
         details += [f"dag {dag_id!r}" if dag_id else "", f"run {run_id!r}" if run_id else ""]
         extra = ", ".join(d for d in details if d)
-        fix = (
-            f"{declare} on the IsolatedOperator (or use a literal xcom_pull that discovery finds), "
-            "or pass lenient_xcom_pull=True to get Airflow's lenient default (None, or the default= given) instead"
-        )
+        fix = f"{declare}, or pass lenient_xcom_pull=True for Airflow's lenient default (None, or the default= given)"
         IsolationError.__init__(
             self,
-            f"{what}{f' ({extra})' if extra else ''} was not sent to the isolated task {own_task!r}: "
-            f"the host sends only the XComs the task declares, so the isolated task cannot see whether it "
-            f"exists; {fix}",
+            f"{what}{f' ({extra})' if extra else ''} was not sent to the isolated task {own_task!r} (the host "
+            f"sends only the XComs a task declares, so whether it exists is not known here): {fix}",
             hint=fix,
         )
         self.kind = "XCom"

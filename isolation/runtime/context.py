@@ -86,6 +86,14 @@ class _Sent:
     value: Any
 
 
+@dataclass(frozen=True)
+class _Where:
+    """The DAG and run an ``xcom_pull`` names (None: this task's own)."""
+
+    dag_id: str | None
+    run_id: str | None
+
+
 class IsolatedTaskInstance:
     """The task instance API operators use: identity, ``xcom_push`` and ``xcom_pull``.
 
@@ -181,9 +189,19 @@ class IsolatedTaskInstance:
             found = [f for f in found if f.task_id == first]
         return found
 
-    def _missing(self, task_id: str | None, key: str, map_index: int | None, default: Any, **where: Any) -> Any:
+    def _missing(self, task_id: str | None, key: str, map_index: int | None, default: Any, where: _Where) -> Any:
         if self._strict:
-            raise XComNotProvided(task_id, key, own_task=self.task_id, map_index=map_index, **where)
+            # Only this run's XComs can be declared: another DAG's or run's are never sent.
+            elsewhere = (where.dag_id or self.dag_id) != self.dag_id or (where.run_id or self.run_id) != self.run_id
+            raise XComNotProvided(
+                task_id,
+                key,
+                own_task=self.task_id,
+                map_index=map_index,
+                dag_id=where.dag_id,
+                run_id=where.run_id,
+                elsewhere=elsewhere,
+            )
         return default
 
     def _pull_one(
@@ -197,18 +215,18 @@ class IsolatedTaskInstance:
         run_id: str | None,
     ) -> Any:
         found = self._candidates(task_id, key, dag_id, run_id)
-        where = {"dag_id": dag_id, "run_id": run_id}
+        where = _Where(dag_id, run_id)
         if isinstance(map_indexes, int):
             match = next((x for x in found if x.map_index == map_indexes), None)
-            return match.value if match else self._missing(task_id, key, map_indexes, default, **where)
+            return match.value if match else self._missing(task_id, key, map_indexes, default, where)
         if map_indexes is not None:
             values = []
             for i in list(map_indexes):
                 match = next((x for x in found if x.map_index == i), None)
-                values.append(match.value if match else self._missing(task_id, key, i, default, **where))
+                values.append(match.value if match else self._missing(task_id, key, i, default, where))
             return values
         if not found:
-            return self._missing(task_id, key, None, default, **where)
+            return self._missing(task_id, key, None, default, where)
         if len(found) == 1 and found[0].map_index < 0:
             return found[0].value
         # A mapped upstream: every map index, in order, as Airflow returns it.

@@ -16,7 +16,7 @@ import pytest
 
 from isolation.environments import LocalEnvironment
 from isolation.transport import CallableRef
-from isolation.transport.payload import Payload, RuntimeOptions, XComInput
+from isolation.transport.payload import Payload, XComInput
 from tests._context_keys import offered_keys
 from tests.integration._runtime import LOGICAL, PYTHON, Run, airflow_major, bash_path, make_payload, run_many
 
@@ -175,7 +175,8 @@ def test_an_undeclared_pull_fails_naming_the_xcom_and_the_fix(runs: dict[str, Ru
     assert "xcom_inputs=['upstream:other']" in _refused(pulled["undeclared_key"])
     assert "map index 5" in _refused(pulled["undeclared_map_index"])
     other = _refused(pulled["other_dag"])
-    assert "dag 'another_dag'" in other and "run 'another_run'" in other
+    assert "of task 'upstream' of another DAG or run (dag 'another_dag', run 'another_run')" in other
+    assert "pull it in a host task" in other and "xcom_inputs" not in other
     assert "'nowhere'" in _refused(pulled["list_with_undeclared"])
 
 

@@ -83,7 +83,8 @@ def probe(keys: list[str], **context: Any) -> dict[str, Any]:
         report[key] = entry
     # Jinja looks up every name a template mentions; a branch not taken must still render.
     try:
-        report["<branch not taken>"] = {"value": task.render_template("{% if false %}{{ inlets }}{% endif %}ok", current)}
+        branch = "{% if false %}{{ inlets }}{% endif %}ok"
+        report["<branch not taken>"] = {"value": task.render_template(branch, current)}
     except Exception as exc:
         report["<branch not taken>"] = _error(exc)
     return report
