@@ -388,18 +388,11 @@ def _mapping_class(airflow_3: bool) -> type:
 def _offered_keys(airflow_3: bool) -> frozenset[str]:
     """The context keys this Airflow version declares: ``KNOWN_CONTEXT_KEYS``, or the keys of
     its ``Context`` type (Airflow 3.0 has no such set in the Task SDK)."""
-    modules = ("airflow.sdk.definitions.context",) if airflow_3 else ("airflow.utils.context",)
-    for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        keys = getattr(module, "KNOWN_CONTEXT_KEYS", None)
-        if keys is None:
-            keys = getattr(getattr(module, "Context", None), "__annotations__", None)
-        if keys:
-            return frozenset(keys)
-    return frozenset()
+    module = importlib.import_module("airflow.sdk.definitions.context" if airflow_3 else "airflow.utils.context")
+    keys: Any = getattr(module, "KNOWN_CONTEXT_KEYS", None)
+    if keys is None:
+        keys = getattr(getattr(module, "Context", None), "__annotations__", ())
+    return frozenset(keys)
 
 
 _ASSETS = (
