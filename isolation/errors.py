@@ -13,6 +13,8 @@
     │                                 argument; also Airflow's TypeError
     ├── IsolationViolation            isolated code tried to call back into Airflow
     ├── NotProvided                   runtime: a connection or variable the envelope lacks
+    │   ├── XComNotProvided           an ``xcom_pull`` of an XCom the host did not send
+    │   └── ContextNotAvailable       a context key the envelope cannot carry (also a KeyError)
     ├── OperatorLoadError             runtime: the operator cannot be imported or built
     ├── ModuleScopeName               runtime: a sealed function used a name of its DAG file
     ├── DeferralNotSupported          runtime: the operator tried to defer
@@ -35,6 +37,7 @@ import enum
 
 __all__ = [
     "ConfigurationError",
+    "ContextNotAvailable",
     "EnvelopeRejected",
     "IsolatedTaskError",
     "IsolatedTaskFailed",
@@ -55,6 +58,7 @@ __all__ = [
     "RotationError",
     "TaskTerminated",
     "UnsupportedFunction",
+    "XComNotProvided",
 ]
 
 
@@ -185,6 +189,70 @@ class NotProvided(IsolationError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class XComNotProvided(NotProvided):
+    """Runtime: ``xcom_pull`` asked for an XCom the host did not send (``options.strict_xcom_pull``).
+
+    The host sends the XComs the task declares (``xcom_inputs=``) or that discovery finds;
+    anything else would silently be ``None`` (or the caller's default) in isolation while
+    the host has a value. The fix is in the message: the message alone crosses back to
+    the host.
+    """
+
+    def __init__(
+        self,
+        task_id: str | None,
+        key: str,
+        *,
+        own_task: str,
+        map_index: int | None = None,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        elsewhere: bool = False,
+    ) -> None:
+        if elsewhere:
+            what = f"XCom {key!r} of task {task_id!r} of another DAG or run"
+            declare = "pull it in a host task of this DAG and pass it on as an argument (upstream.output)"
+        elif task_id is None:
+            what = f"XCom {key!r} of any task (xcom_pull without task_ids, as in Airflow 2)"
+            declare = f"pass task_ids= and declare it with xcom_inputs=[('<task_id>', {key!r})] on the IsolatedOperator"
+        else:
+            what = f"XCom {key!r} of task {task_id!r}"
+            entry = repr(task_id) if key == "return_value" else repr(f"{task_id}:{key}")
+            declare = f"declare it with xcom_inputs=[{entry}] on the IsolatedOperator"
+        details = [f"map index {map_index}" if map_index is not None else ""]
+        details += [f"dag {dag_id!r}" if dag_id else "", f"run {run_id!r}" if run_id else ""]
+        extra = ", ".join(d for d in details if d)
+        fix = f"{declare}, or pass lenient_xcom_pull=True for Airflow's lenient default (None, or the default= given)"
+        IsolationError.__init__(
+            self,
+            f"{what}{f' ({extra})' if extra else ''} was not sent to the isolated task {own_task!r} (the host "
+            f"sends only the XComs a task declares, so whether it exists is not known here): {fix}",
+            hint=fix,
+        )
+        self.kind = "XCom"
+        self.name = f"{task_id}:{key}"
+        self.task_id = task_id
+        self.key = key
+
+
+class ContextNotAvailable(NotProvided, KeyError):
+    """Runtime: a context key this Airflow version offers but the envelope cannot carry.
+
+    Raised where Airflow would return the key's value (``context["k"]``, ``{{ k }}``).
+    It is also a ``KeyError``, so ``context.get("k")`` and code that handles a missing key
+    (written for the Airflow major that lacks it) still take their fallback.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        IsolationError.__init__(
+            self,
+            f"context key {key!r} is not available in isolation: {reason}",
+            hint="compute it from the context keys that are carried, or run this part in a host task",
+        )
+        self.kind = "context key"
+        self.name = key
 
 
 class OperatorLoadError(IsolationError):

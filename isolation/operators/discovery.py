@@ -1,8 +1,9 @@
 """Find what an isolated task needs from the host, by reading its arguments.
 
-Pure functions over plain data: no Airflow import, no I/O. ``IsolatedOperator`` calls
-them at execute time (never at DAG parse) and resolves what they return through
-Airflow's own lookups.
+Functions over the arguments, without Airflow: the only things read are the source
+files of the callables among them (a ``CallableRef`` is imported on the host to find
+its source). ``IsolatedOperator`` calls them at execute time (never at DAG parse) and
+resolves what they return through Airflow's own lookups.
 
 What is found:
 
@@ -11,7 +12,11 @@ What is found:
 - variables: ``var.value.<key>``, ``var.json.<key>``, ``var.value['<key>']``,
   ``var.value.get('<key>', ...)`` inside Jinja blocks;
 - XCom inputs: ``xcom_pull('<task>')``, ``xcom_pull(task_ids=..., key=...)`` with literal
-  arguments inside Jinja blocks.
+  arguments inside Jinja blocks, and ``<anything>.xcom_pull(...)`` calls with literal
+  arguments in the source of the callables among the arguments (``python_callable``, and
+  functions or ``CallableRef`` values anywhere in them). A callable whose source cannot be
+  read (it does not import on the host, or has no source file) is logged once, with how to
+  declare its XComs instead.
 
 A reference written with ``get(...)`` is *optional*: a missing connection or variable is
 left out (the template's own default applies in isolation) instead of failing the task.
@@ -20,12 +25,20 @@ left out (the template's own default applies in isolation) instead of failing th
 from __future__ import annotations
 
 import ast
+import inspect
+import logging
 import re
+import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from isolation.transport import CallableRef
+
 RETURN_KEY = "return_value"
+log = logging.getLogger(__name__)
+# Callables whose source could not be read, already logged: once per process is enough.
+_UNREAD: set[str] = set()
 
 # Only text inside Jinja blocks counts: "my conn.id" in plain prose is not a lookup.
 _JINJA_BLOCK = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.DOTALL)
@@ -154,8 +167,12 @@ def _literal_pull(args: str) -> Iterator[tuple[str, str]]:
         call = ast.parse(f"f({args})", mode="eval").body
     except SyntaxError:
         return
-    if not isinstance(call, ast.Call):
-        return
+    if isinstance(call, ast.Call):
+        yield from _literal_call(call)
+
+
+def _literal_call(call: ast.Call) -> Iterator[tuple[str, str]]:
+    """``task_ids`` and ``key`` of one parsed ``xcom_pull`` call, if they are literals."""
     named = {kw.arg: kw.value for kw in call.keywords if kw.arg}
     if len(call.args) > 1 or {"dag_id", "run_id", "include_prior_dates"} & set(named):
         return  # other DAGs or runs are not served in isolation
@@ -176,8 +193,75 @@ def _literal_pull(args: str) -> Iterator[tuple[str, str]]:
                 yield task_id, key
 
 
+def scan_source(source: str, where: str, found: Discovered, first_line: int = 1) -> bool:
+    """Add the literal ``.xcom_pull(...)`` calls of Python ``source`` (whose first line is the
+    file's ``first_line``); False if it does not parse."""
+    # An indented def (a method, a function in an if block) parses as the body of "if True:".
+    indented = source[:1] in (" ", "\t")
+    try:
+        tree = ast.parse("if True:\n" + source if indented else source)
+    except SyntaxError:
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "xcom_pull":
+            line = first_line + node.lineno - 1 - (1 if indented else 0)
+            for task_id, key in _literal_call(node):
+                found.add_xcom(task_id, key, f"{where}, line {line}")
+    return True
+
+
+def iter_callables(value: Any, where: str) -> Iterator[tuple[Any, str]]:
+    """Every function or ``CallableRef`` inside ``value`` (nested containers too), with a path."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    seen: set[int] = set()
+    while stack:
+        obj, path = stack.pop()
+        if isinstance(obj, (types.FunctionType, CallableRef)):
+            yield obj, path
+        elif isinstance(obj, (Mapping, list, tuple, set, frozenset)):
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            items = obj.items() if isinstance(obj, Mapping) else enumerate(obj)
+            stack.extend((item, f"{path}[{key!r}]") for key, item in items)
+
+
+def scan_callable(obj: Any, where: str, found: Discovered) -> None:
+    """Add the XCom pulls in the source of the function ``obj`` (or that a ``CallableRef`` names)."""
+    name = obj.path if isinstance(obj, CallableRef) else f"{obj.__module__}:{obj.__qualname__}"
+    if isinstance(obj, CallableRef):
+        try:
+            obj = obj.resolve()
+        except Exception as exc:  # it may exist only in the environment
+            _cannot_scan(name, where, f"it does not import on the host ({type(exc).__name__})")
+            return
+    if not isinstance(obj, types.FunctionType) or "<" in obj.__qualname__:
+        return  # a class is not followed; lambdas and closures are refused when the task is sealed
+    try:
+        lines, first_line = inspect.getsourcelines(obj)
+    except (OSError, TypeError):
+        _cannot_scan(name, where, "its source cannot be read on the host")
+        return
+    if not scan_source("".join(lines), f"the source of {name} ({where})", found, max(first_line, 1)):
+        _cannot_scan(name, where, "its source does not parse on the host")
+
+
+def _cannot_scan(name: str, where: str, why: str) -> None:
+    if name in _UNREAD:
+        return
+    _UNREAD.add(name)
+    log.warning(
+        "the XCom pulls of %s (%s) could not be discovered: %s. Declare the XComs it pulls on the "
+        "IsolatedOperator: xcom_inputs=['task_id', 'task_id:key'] (or they fail in isolation, unless "
+        "lenient_xcom_pull=True)",
+        name,
+        where,
+        why,
+    )
+
+
 def discover(kwargs: Mapping[str, Any]) -> Discovered:
-    """References in an operator's keyword arguments (``*_conn_id`` and templates)."""
+    """References in an operator's keyword arguments (``*_conn_id``, templates, callables' source)."""
     found = Discovered()
     for name, value in kwargs.items():
         is_conn_id = name == "conn_id" or name.endswith("_conn_id")
@@ -186,6 +270,8 @@ def discover(kwargs: Mapping[str, Any]) -> Discovered:
             found.add_connection(Reference(value, f"argument {name}"))
         for text, where in iter_strings(value, f"argument {name}"):
             scan_template(text, where, found)
+        for callable_, where in iter_callables(value, f"argument {name}"):
+            scan_callable(callable_, where, found)
     return found
 
 

@@ -116,7 +116,11 @@ class IsolatedOperator(BaseOperator):
         template references.
     :param xcom_inputs: XComs the task may pull: ``"task_id"`` (its return value),
         ``"task_id:key"`` or ``("task_id", "key")``, besides literal ``xcom_pull(...)``
-        calls discovered in templates.
+        calls discovered in templates and in the source of the wrapped operator's callables.
+    :param lenient_xcom_pull: ``True`` makes an ``xcom_pull`` of an XCom the host did not send
+        return its default (``None``), as Airflow does for a missing XCom. By default it
+        fails the task, naming the XCom and how to declare it: in isolation a missing XCom
+        cannot be told from one that was not declared.
     :param operator_kwargs: arguments for the wrapped operator whose names clash with
         ``BaseOperator`` arguments (those otherwise configure this operator).
     :param backend: ``"local"`` (default) or a :class:`~isolation.backends.Backend`.
@@ -144,6 +148,7 @@ class IsolatedOperator(BaseOperator):
         connections: Iterable[str] = (),
         variables: Iterable[str] = (),
         xcom_inputs: Iterable[str | tuple[str, str]] = (),
+        lenient_xcom_pull: bool = False,
         operator_kwargs: Mapping[str, Any] | None = None,
         backend: str | Backend = "local",
         keyring_conn_id: str | None = DEFAULT_CONN_ID,
@@ -171,6 +176,7 @@ class IsolatedOperator(BaseOperator):
         self.connections = _names(connections, "connections")
         self.variables = _names(variables, "variables")
         self.xcom_inputs = discovery.normalise_xcom_inputs(xcom_inputs)
+        self.lenient_xcom_pull = bool(lenient_xcom_pull)
         self.backend = backend
         self.keyring_conn_id = keyring_conn_id
         self._running: Backend | None = None
@@ -296,6 +302,7 @@ class IsolatedOperator(BaseOperator):
                 result_path=result_path,
                 lifetime=backend.envelope_lifetime,
                 dag=shape,
+                strict_xcom_pull=not self.lenient_xcom_pull,
             )
 
         self.log.info(
@@ -546,6 +553,7 @@ def _seal(
     result_path: str,
     lifetime: int,
     dag: dict[str, Any] | None = None,
+    strict_xcom_pull: bool = True,
 ) -> str:
     from isolation.transport import OperatorSpec, Payload, RuntimeOptions, XComInput, seal_envelope
     from isolation.transport.payload import DagShape
@@ -556,7 +564,7 @@ def _seal(
         connections=connections,
         variables=variables,
         xcom_inputs=[XComInput(**item) for item in xcom_inputs],
-        options=RuntimeOptions(result_path=result_path),
+        options=RuntimeOptions(result_path=result_path, strict_xcom_pull=strict_xcom_pull),
         dag=DagShape.model_validate(dag) if dag is not None else None,
     )
     if keys.recipient.name != environment:

@@ -172,6 +172,8 @@ class _IsolatedDecoratedOperator(DecoratedOperator, IsolatedOperator):
         op_args, op_kwargs, _ = self._arguments(None)
         found = discovery.discover(self._named_arguments(op_args, op_kwargs))
         discover_in_source(self.sealed, found)
+        # Literal ti.xcom_pull(...) calls of the function's own source, as for any callable.
+        discovery.scan_source(self.sealed.source, f"the source of {self.sealed.name}()", found, self.sealed.first_line)
         return found
 
     def _wrapped_kwargs(self, context: Any) -> dict[str, Any]:

@@ -87,8 +87,13 @@ def _jobs(environment: LocalEnvironment, sqlite_path: Path) -> dict[str, Any]:
             PYTHON,
             {"python_callable": CallableRef("it_tasks:add"), "op_args": [2, 3], "op_kwargs": {"scale": 10}},
         ),
+        # Lenient pulls (the host's lenient_xcom_pull=True): a missing XCom is the default.
         "context": make_payload(
-            PYTHON, {"python_callable": CallableRef("it_tasks:inspect_context")}, try_number=2, **common
+            PYTHON,
+            {"python_callable": CallableRef("it_tasks:inspect_context")},
+            try_number=2,
+            options={"strict_xcom_pull": False},
+            **common,
         ),
         "secrets_api": make_payload(
             PYTHON, {"python_callable": CallableRef("it_tasks:use_connections_and_variables")}, **common

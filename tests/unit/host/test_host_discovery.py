@@ -1,10 +1,15 @@
-"""Discovery of connections, variables and XCom inputs in an operator's arguments."""
+"""Discovery of connections, variables and XCom inputs in an operator's arguments and callables."""
 
 from __future__ import annotations
 
+import inspect
+import logging
+
 import pytest
 
+from isolation.operators import discovery
 from isolation.operators.discovery import discover, normalise_xcom_inputs
+from isolation.transport import CallableRef
 
 
 def names(table):
@@ -92,3 +97,89 @@ def test_normalise_xcom_inputs():
         normalise_xcom_inputs([3])
     with pytest.raises(TypeError, match="empty task id"):
         normalise_xcom_inputs([":k"])
+
+
+# -- XCom pulls in the source of the wrapped operator's callables -------------------------
+
+
+def pulls_literals(ti, **context):
+    rows = ti.xcom_pull(task_ids="extract", key="rows")
+    loaded = ti.xcom_pull("load")
+    both = context["ti"].xcom_pull(task_ids=["x", "y"])
+    computed = ti.xcom_pull(task_ids=context["params"]["t"])  # known only when it runs: declare it
+    elsewhere = ti.xcom_pull(task_ids="t", dag_id="other_dag")  # other DAGs are not served
+    return rows, loaded, both, computed, elsewhere
+
+
+class Holder:
+    @staticmethod
+    def pull(ti):
+        return ti.xcom_pull(task_ids="from_a_method")
+
+
+def _line_of(fn, text):
+    lines, start = inspect.getsourcelines(fn)
+    return start + next(i for i, line in enumerate(lines) if text in line)
+
+
+@pytest.fixture
+def fresh_log(monkeypatch):
+    """Discovery logs each unreadable callable once per process: start each test afresh."""
+    monkeypatch.setattr(discovery, "_UNREAD", set())
+
+
+def test_literal_pulls_in_the_callables_source_are_found_with_their_line():
+    found = discover({"python_callable": pulls_literals})
+    assert sorted(found.xcoms) == [
+        ("extract", "rows"),
+        ("load", "return_value"),
+        ("x", "return_value"),
+        ("y", "return_value"),
+    ]
+    where = found.xcoms[("extract", "rows")].where
+    name = f"{pulls_literals.__module__}:pulls_literals"
+    assert where == f"the source of {name} (argument python_callable), line {_line_of(pulls_literals, 'rows =')}"
+
+
+def test_a_callable_ref_that_imports_on_the_host_is_read_like_the_function():
+    ref = CallableRef(f"{pulls_literals.__module__}:pulls_literals")
+    assert sorted(discover({"python_callable": ref}).xcoms) == sorted(
+        discover({"python_callable": pulls_literals}).xcoms
+    )
+
+
+def test_callables_anywhere_in_the_arguments_and_methods_are_read():
+    found = discover({"op_kwargs": {"hooks": [Holder.pull]}})
+    assert list(found.xcoms) == [("from_a_method", "return_value")]
+    assert "(argument op_kwargs['hooks'][0])" in found.xcoms[("from_a_method", "return_value")].where
+    assert f"line {_line_of(Holder.pull, 'from_a_method')}" in found.xcoms[("from_a_method", "return_value")].where
+
+
+def test_a_callable_that_does_not_import_on_the_host_is_logged_once_with_the_fix(caplog, fresh_log):
+    ref = CallableRef("module_only_in_the_environment:transform")
+    with caplog.at_level(logging.WARNING, logger="isolation.operators.discovery"):
+        assert discover({"python_callable": ref}).xcoms == {}
+        discover({"python_callable": ref})
+    messages = [r.getMessage() for r in caplog.records if r.name == "isolation.operators.discovery"]
+    assert len(messages) == 1, messages
+    assert "module_only_in_the_environment:transform (argument python_callable)" in messages[0]
+    assert "could not be discovered: it does not import on the host (ModuleNotFoundError)" in messages[0]
+    assert "xcom_inputs=['task_id', 'task_id:key']" in messages[0]
+    assert "lenient_xcom_pull=True" in messages[0]
+
+
+def test_a_function_without_a_source_file_is_logged(caplog, fresh_log):
+    namespace: dict = {"__name__": "generated"}
+    exec(compile("def made(ti):\n    return ti.xcom_pull('z')\n", "<generated>", "exec"), namespace)
+    with caplog.at_level(logging.WARNING, logger="isolation.operators.discovery"):
+        assert discover({"python_callable": namespace["made"]}).xcoms == {}
+    assert any("generated:made" in r.getMessage() and "source cannot be read" in r.getMessage() for r in caplog.records)
+
+
+def test_lambdas_and_classes_are_left_to_sealing(caplog, fresh_log):
+    with caplog.at_level(logging.WARNING, logger="isolation.operators.discovery"):
+        found = discover(
+            {"python_callable": lambda ti: ti.xcom_pull("q"), "cls": CallableRef("collections:OrderedDict")}
+        )
+    assert found.xcoms == {}
+    assert not [r for r in caplog.records if r.name == "isolation.operators.discovery"]
