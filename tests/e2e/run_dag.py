@@ -3,7 +3,7 @@
 Used by the end-to-end tests as a real host process (the Airflow task runs in it, as
 with ``airflow dags test``), so each run has its own logging set-up and output::
 
-    python run_dag.py DAG_ID [--logical-date ISO] [--scheduled]
+    python run_dag.py DAG_ID [--logical-date ISO] [--conf JSON] [--scheduled]
 
 The environment (AIRFLOW_HOME, DB, DAG folder, keyring) comes from the caller.
 """
@@ -55,13 +55,16 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("dag_id")
     parser.add_argument("--logical-date")
+    parser.add_argument("--conf", help="the dag run's conf, as JSON")
     parser.add_argument("--scheduled", action="store_true")
     args = parser.parse_args()
     if args.scheduled:
         _scheduled_runs()
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if args.logical_date:
         kwargs["logical_date"] = dt.datetime.fromisoformat(args.logical_date)
+    if args.conf:
+        kwargs["run_conf"] = json.loads(args.conf)
     dag_run = load_dag(args.dag_id).test(**kwargs)
     summary = collect(args.dag_id, dag_run)
     sys.stdout.flush()

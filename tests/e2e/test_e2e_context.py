@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
-from harness import HERE, Run, finish, run_dag
+from harness import Run, run_dag
 
 from tests._context_keys import offered_keys
 from tests._envs import get_env
@@ -84,16 +82,7 @@ def test_lenient_xcom_pull_returns_none_as_the_host_twin_does(pulls: Run) -> Non
 
 
 def _run_with_conf(logical_date: str, conf: dict[str, Any]) -> Run:
-    args = ["e2e_context", "--logical-date", logical_date, "--conf", json.dumps(conf)]
-    proc = subprocess.Popen(
-        [sys.executable, str(HERE / "run_dag_with_conf.py"), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=HERE,
-    )
-    output, _ = proc.communicate(timeout=600)
-    return finish(proc, output)
+    return run_dag("e2e_context", "--logical-date", logical_date, "--conf", json.dumps(conf), timeout=600)
 
 
 @pytest.fixture(scope="module")
