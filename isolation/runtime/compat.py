@@ -133,20 +133,14 @@ def skipmixin_classes() -> list[type]:
     ``skip``/``skip_all_except``): core's on Airflow 2, the Task SDK's and the standard
     provider's on Airflow 3 (the standard provider installs on Airflow 2 too)."""
     found = []
-    modules = ("airflow.models.skipmixin", "airflow.sdk.bases.skipmixin", "airflow.providers.standard.utils.skipmixin")
+    # airflow.models.skipmixin only re-exports another one on Airflow 3 (with a warning).
+    core = () if AIRFLOW_V3 else ("airflow.models.skipmixin",)
+    modules = (*core, "airflow.sdk.bases.skipmixin", "airflow.providers.standard.utils.skipmixin")
     for module in modules:
         cls = _first((module, "SkipMixin"))
         if isinstance(cls, type) and cls not in found:
             found.append(cls)
     return found
-
-
-def base_sensor_class() -> Any:
-    return _first(
-        ("airflow.sdk", "BaseSensorOperator"),
-        ("airflow.sdk.bases.sensor", "BaseSensorOperator"),
-        ("airflow.sensors.base", "BaseSensorOperator"),
-    )
 
 
 def downstream_skipped_exceptions() -> tuple[type[BaseException], ...]:

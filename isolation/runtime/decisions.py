@@ -37,6 +37,12 @@ class Decision:
 @dataclass
 class DecisionRecord:
     decisions: list[Decision] = field(default_factory=list)
+    structured: bool = True
+
+    def add(self, decision: Decision, operator: Any) -> None:
+        if not self.structured:
+            raise _no_structure(type(operator).__name__)
+        self.decisions.append(decision)
 
 
 def _task_ids(tasks: Iterable[Any]) -> list[str]:
@@ -65,7 +71,7 @@ def _recording_skip(original: Callable[..., Any], record: DecisionRecord) -> Cal
         bound = _bind(original, (self, *args), kwargs)
         tasks = list(bound.arguments.get("tasks") or ())
         bound.arguments["tasks"] = tasks
-        record.decisions.append(Decision("skip", _task_ids(tasks)))
+        record.add(Decision("skip", _task_ids(tasks)), self)
         if compat.AIRFLOW_V3:
             return original(*bound.args, **bound.kwargs)
         return None
@@ -94,6 +100,11 @@ def _check_branch_ids(ti: Any, branch: Any) -> None:
         )
 
 
+def _owner(bound: inspect.BoundArguments) -> Any:
+    # The operator: ``self`` where the method has one, else the task of ``ti``.
+    return bound.arguments.get("self") or getattr(bound.arguments.get("ti"), "task", None)
+
+
 def _recording_skip_all_except(original: Callable[..., Any], record: DecisionRecord, static: bool) -> Any:
     def skip_all_except(*args: Any, **kwargs: Any) -> Any:
         bound = _bind(original, args, kwargs)
@@ -102,17 +113,29 @@ def _recording_skip_all_except(original: Callable[..., Any], record: DecisionRec
         if compat.AIRFLOW_V3:
             # Recorded first: the original ends by raising DownstreamTasksSkipped, or raises
             # AirflowException for ids the DAG does not have, as it would on the host.
-            record.decisions.append(Decision("follow", branch))
+            record.add(Decision("follow", branch), _owner(bound))
             return original(*bound.args, **bound.kwargs)
+        record.add(Decision("follow", branch), _owner(bound))
         _check_branch_ids(bound.arguments["ti"], branch)
-        record.decisions.append(Decision("follow", branch))
         return None
 
     return staticmethod(skip_all_except) if static else skip_all_except
 
 
-def install(record: DecisionRecord) -> None:
-    """Make every SkipMixin of this Airflow record its decisions in ``record``."""
+def _no_structure(cls_name: str) -> Exception:
+    from isolation.errors import OperatorLoadError
+
+    return OperatorLoadError(
+        f"{cls_name} decides which downstream tasks run, but the envelope carries no DAG structure",
+        hint="the host sends it for operators it can import that may skip, and for operators it cannot "
+        "import that have downstream tasks; install the operator's provider on the host too",
+    )
+
+
+def install(record: DecisionRecord, *, structured: bool = True) -> None:
+    """Make every SkipMixin of this Airflow record its decisions in ``record``; without the
+    DAG's structure a decision would be made against a DAG of one task, so it fails instead."""
+    record.structured = structured
     for cls in compat.skipmixin_classes():
         raw_skip = cls.__dict__.get("skip")
         if raw_skip is not None:
@@ -122,12 +145,3 @@ def install(record: DecisionRecord) -> None:
             static = isinstance(raw, staticmethod)
             original = raw.__func__ if static else raw
             cls.skip_all_except = _recording_skip_all_except(original, record, static)  # type: ignore[attr-defined]
-
-
-def decides_downstream(cls: type) -> bool:
-    """Whether ``cls`` chooses what runs next: a SkipMixin, but not a sensor (Airflow 2's
-    sensors are SkipMixins only to skip themselves)."""
-    sensor = compat.base_sensor_class()
-    if sensor is not None and issubclass(cls, sensor):
-        return False
-    return any(issubclass(cls, mixin) for mixin in compat.skipmixin_classes())

@@ -89,12 +89,6 @@ class PreparedTask:
             log.info("sensor mode 'reschedule' converted to 'poke': there is no scheduler inside isolation")
         if kwargs.get("deferrable") is True:
             raise DeferralNotSupported(f"{spec.import_path} was given deferrable=True")
-        if decisions.decides_downstream(cls) and payload.dag is None:
-            raise OperatorLoadError(
-                f"{cls.__name__} decides which downstream tasks run, but the envelope carries no DAG structure",
-                hint="the host sends it for operators it can import, or that it cannot import and that have "
-                "downstream tasks; install the operator's provider on the host too",
-            )
         rebuild = DagRebuild(payload)
         rebuild.check_operator(cls)
         self.dag = rebuild.dag
@@ -105,7 +99,7 @@ class PreparedTask:
         except Exception as exc:
             raise _rejected(cls, kwargs, exc) from None
         rebuild.connect(built)
-        decisions.install(self.decisions)
+        decisions.install(self.decisions, structured=payload.dag is not None)
         # What Airflow's task runner does: a copy whose attribute writes during execute
         # (op_kwargs := the context) are not tracked as DAG dependencies.
         self.task = built.prepare_for_execution()

@@ -75,7 +75,7 @@ def _jobs() -> dict[str, Payload]:
             data_interval_start=past,
             data_interval_end=past + dt.timedelta(days=1),
         ),
-        "no_structure": make_payload(f"{PYTHON}.ShortCircuitOperator", {"python_callable": GIVEN, "op_args": [0]}),
+        "no_structure": make_payload(f"{PYTHON}.BranchPythonOperator", {"python_callable": GIVEN, "op_args": ["a"]}),
     }
 
 
@@ -118,5 +118,5 @@ def test_latest_only_follows_nothing_on_a_past_scheduled_run(runs: dict[str, Run
 
 def test_a_deciding_operator_without_the_dags_structure_fails_saying_so(runs: dict[str, Run]) -> None:
     run = runs["no_structure"]
-    assert run.code == 2 and run.result is not None, run.output[-3000:]
+    assert run.code in (1, 2) and run.result is not None, run.output[-3000:]
     assert "decides which downstream tasks run" in run.result["error"]["message"]

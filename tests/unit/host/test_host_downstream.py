@@ -131,7 +131,7 @@ def test_a_branch_to_an_unknown_task_fails_with_airflows_message():
 def test_following_every_branch_skips_nothing():
     _, task = build(decided({"kind": "follow", "task_ids": ["a", "g.x"]}, return_value=["a"]), operator=BRANCH)
     value, ti = execute(task)
-    assert value == ["a"] and ti.pushed["skipmixin_key"] == {"followed": ["a", "g.x"]}
+    assert value == ["a"] and sorted(ti.pushed["skipmixin_key"]["followed"]) == ["a", "g.x"]
 
 
 @pytest.mark.parametrize(
