@@ -203,7 +203,10 @@ def test_host_work_is_a_violation_naming_the_operator_and_where_it_belongs(host_
 @pytest.mark.parametrize("job", sorted(HUMAN_IN_THE_LOOP))
 def test_waiting_for_a_human_is_a_violation(host_work: dict[str, Run], environment: LocalEnvironment, job: str) -> None:
     if environment.airflow_version != MODERN_AIRFLOW:
-        pytest.skip(f"Airflow {environment.airflow_version} has no TaskAwaitingInput")
+        # Human-in-the-loop operators exist from Airflow 3.1's standard provider on; the
+        # environments older than the newest have none to run.
+        assert job not in host_work
+        return
     message = _violation(host_work[job])
     _, _, says, instead = HUMAN_IN_THE_LOOP[job]
     assert message.startswith(says) and message.endswith(instead), message
