@@ -18,6 +18,22 @@ from pathlib import Path
 
 from isolation.environments import LocalEnvironment
 
+# What each Airflow major cannot carry into isolation (of the keys its version offers);
+# docs/runtime.md, "The context and XCom pulls", gives the reasons.
+UNAVAILABLE = {
+    2: {"conf", "inlet_events", "inlets", "outlets", "prev_execution_date_success", "triggering_dataset_events"},
+    3: {
+        "asset_state_store",
+        "inlet_events",
+        "inlets",
+        "outlets",
+        "partition_date",
+        "partition_key",
+        "task_state_store",
+        "triggering_asset_events",
+    },
+}
+
 _AIRFLOW_2 = """
 import datetime as dt, json, warnings
 warnings.simplefilter("ignore")

@@ -14,27 +14,13 @@ from typing import Any
 import pytest
 from harness import Run, run_dag
 
-from tests._context_keys import offered_keys
+from tests._context_keys import UNAVAILABLE, offered_keys
 from tests._envs import get_env
 
 pytestmark = [pytest.mark.envs, pytest.mark.slow]
 
 ENVS = ("legacy", "modern")
 AIRFLOW = {"legacy": "2.11.2", "modern": "3.3.2"}
-# What each environment cannot carry; docs/runtime.md gives the reasons.
-UNAVAILABLE = {
-    "legacy": {"conf", "inlet_events", "inlets", "outlets", "prev_execution_date_success", "triggering_dataset_events"},
-    "modern": {
-        "asset_state_store",
-        "inlet_events",
-        "inlets",
-        "outlets",
-        "partition_date",
-        "partition_key",
-        "task_state_store",
-        "triggering_asset_events",
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +138,7 @@ def test_every_key_the_environments_airflow_offers_is_carried_or_refused(context
                 else:
                     assert "value" in python, (env, key, python)
                     assert "value" in jinja, (env, key, jinja)
-            assert refused == UNAVAILABLE[env], env
+            assert refused == UNAVAILABLE[2 if env == "legacy" else 3], env
 
 
 def test_carried_keys_are_what_the_host_twin_sees(contexts: list[Run]) -> None:

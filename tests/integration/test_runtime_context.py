@@ -17,7 +17,7 @@ import pytest
 from isolation.environments import LocalEnvironment
 from isolation.transport import CallableRef
 from isolation.transport.payload import Payload, XComInput
-from tests._context_keys import offered_keys
+from tests._context_keys import UNAVAILABLE, offered_keys
 from tests._envs import LATEST
 from tests.integration._runtime import LOGICAL, PYTHON, Run, airflow_major, bash_path, make_payload, run_many
 
@@ -57,20 +57,6 @@ SUCCESS = {
     "prev_data_interval_end_success": LOGICAL - dt.timedelta(days=2),
     "prev_start_date_success": LOGICAL - dt.timedelta(days=2, hours=-1),
     "prev_end_date_success": LOGICAL - dt.timedelta(days=2, hours=-2),
-}
-# What each major cannot carry (of the keys its version offers); every other key is carried.
-UNAVAILABLE = {
-    2: {"conf", "inlet_events", "inlets", "outlets", "prev_execution_date_success", "triggering_dataset_events"},
-    3: {
-        "asset_state_store",
-        "inlet_events",
-        "inlets",
-        "outlets",
-        "partition_date",
-        "partition_key",
-        "task_state_store",
-        "triggering_asset_events",
-    },
 }
 
 
