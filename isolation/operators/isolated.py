@@ -42,7 +42,7 @@ from isolation.errors import (
     RejectReason,
 )
 from isolation.masking import SecretMasker, secret_strings
-from isolation.operators import _arguments, _downstream, _state, discovery
+from isolation.operators import _arguments, _downstream, _state, _xcoms, discovery
 from isolation.operators._logs import IsolatedLog
 from isolation.operators.keyring_hook import DEFAULT_CONN_ID, HostKeys, load_host_keys
 from isolation.operators.result import (
@@ -403,13 +403,7 @@ class IsolatedOperator(BaseOperator):
     def _resolve_xcoms(self, context: Any, found: discovery.Discovered) -> list[dict[str, Any]]:
         wanted = list(self.xcom_inputs)
         wanted += [pair for pair in found.xcoms if pair not in wanted]
-        ti = context["ti"]
-        inputs = []
-        for task_id, key in wanted:
-            value = ti.xcom_pull(task_ids=task_id, key=key)
-            plain = _state.to_plain(value, f"XCom {task_id}:{key}")
-            inputs.append({"task_id": task_id, "key": key, "value": plain})
-        return inputs
+        return _xcoms.resolve(context["ti"], wanted)
 
 
 def _own_args() -> frozenset[str]:

@@ -217,20 +217,29 @@ class IsolatedTaskInstance:
         found = self._candidates(task_id, key, dag_id, run_id)
         where = _Where(dag_id, run_id)
         if isinstance(map_indexes, int):
-            match = next((x for x in found if x.map_index == map_indexes), None)
-            return match.value if match else self._missing(task_id, key, map_indexes, default, where)
+            return self._at_index(found, task_id, key, map_indexes, default=default, where=where)
         if map_indexes is not None:
-            values = []
-            for i in list(map_indexes):
-                match = next((x for x in found if x.map_index == i), None)
-                values.append(match.value if match else self._missing(task_id, key, i, default, where))
-            return values
+            return [self._at_index(found, task_id, key, i, default=default, where=where) for i in list(map_indexes)]
         if not found:
-            return self._missing(task_id, key, None, default, where)
-        if len(found) == 1 and found[0].map_index < 0:
+            missing = self._missing(task_id, key, None, default, where)
+            # Airflow 3 ignores ``default`` when no map index is asked for: it returns None.
+            return None if self._airflow_3 else missing
+        if all(x.map_index < 0 for x in found):
             return found[0].value
-        # A mapped upstream: every map index, in order, as Airflow returns it.
-        return [x.value for x in sorted(found, key=lambda x: x.map_index)]
+        # A mapped upstream: the indexes that pushed a value, in order, as Airflow returns them.
+        values = [x.value for x in sorted(found, key=lambda x: x.map_index) if x.value is not None]
+        if self._airflow_3 and len(values) <= 1:
+            return values[0] if values else None  # Airflow 3 unwraps a lone value
+        return values
+
+    def _at_index(
+        self, found: list[_Sent], task_id: str | None, key: str, index: int, *, default: Any, where: _Where
+    ) -> Any:
+        match = next((x for x in found if x.map_index == index), None)
+        if match is None:
+            return self._missing(task_id, key, index, default, where)
+        # The host sends None for an index that pushed nothing: Airflow returns ``default``.
+        return default if match.value is None else match.value
 
 
 class VariableAccessor:

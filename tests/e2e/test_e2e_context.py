@@ -64,6 +64,15 @@ def test_lenient_xcom_pull_returns_none_as_the_host_twin_does(pulls: Run) -> Non
             assert pulls.xcoms[task]["return_value"] == twin, task
 
 
+def test_a_mapped_upstream_is_pulled_by_map_index_as_on_the_host(pulls: Run) -> None:
+    twin = pulls.xcoms["ctrl_mapped"]["return_value"]
+    assert twin == {"one": 9, "absent": "none pushed", "some": [9, 1], "all": [1, 9]}
+    for env in ENVS:
+        task = f"mapped_{env}"
+        assert pulls.states[task] == "success", pulls.logs.get(task, pulls.output[-3000:])
+        assert pulls.xcoms[task]["return_value"] == twin, task
+
+
 # -- context keys ---------------------------------------------------------------------------
 
 
