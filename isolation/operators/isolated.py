@@ -646,6 +646,16 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
     assert code == EXIT_FAILED
     if error is None:
         raise IsolatedTaskFailed(f"the isolated task in {where} failed before writing a result{_tail(outcome, mask)}")
+    if _NOT_PROVIDED in error.types:
+        # What a try is sent is fixed by the DAG: every retry would be refused the same way.
+        raise _failure(
+            IsolatedTaskFailedNoRetry,
+            error,
+            mask,
+            where=f"the isolated task in {where} asked for something it was not sent (not retried: every try is "
+            "sent the same)",
+            hint="the message names what to declare on the IsolatedOperator",
+        )
     if _never_retried(error.types):
         raise _failure(
             IsolatedTaskFailedNoRetry,
@@ -667,6 +677,7 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
 # Airflow (airflow.exceptions on Airflow 2 and 3.0, airflow.sdk.exceptions from 3.1).
 _NOT_RETRIED = frozenset({"AirflowFailException", "AirflowSensorTimeout"})
 _OPERATOR_CONFIG = "isolation.errors.OperatorLoadError"
+_NOT_PROVIDED = "isolation.errors.NotProvided"
 
 
 def _never_retried(types: Sequence[str]) -> bool:

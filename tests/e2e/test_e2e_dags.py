@@ -136,7 +136,7 @@ def test_failures_airflow_never_retries_are_not_retried_in_isolation(airflow_env
     run = run_dag("e2e_no_retry")
     callbacks = _callbacks(run.output)
     # Every task has retries=1; the host twins show what Airflow does with each exception.
-    for task in ("fail", "ctrl_fail", "sensor_timeout", "ctrl_sensor_timeout", "bad_kwarg", "bad_path"):
+    for task in ("fail", "ctrl_fail", "sensor_timeout", "ctrl_sensor_timeout", "bad_kwarg", "bad_path", "not_sent"):
         assert run.states[task] == "failed", (task, run.logs.get(task, run.output)[-3000:])
         assert run.tries[task] == 1, (task, run.tries)
     for task in ("retried", "ctrl_retried"):
@@ -160,6 +160,9 @@ def test_failures_airflow_never_retries_are_not_retried_in_isolation(airflow_env
         assert text in log and "check the operator path/arguments" in log, log[-3000:]
         assert "keys directory" not in log, log[-3000:]
         assert callbacks[task]["isolated_type"] == "OperatorLoadError"
+    # What the task was not sent: the next try is sent the same, so it is not retried.
+    assert callbacks["not_sent"]["isolated_type"] == "ConnectionNotProvided"
+    assert "'undeclared_conn'" in callbacks["not_sent"]["message"] and callbacks["not_sent"]["airflow_fail"]
 
 
 def test_isolated_lines_keep_their_level_and_one_timestamp(airflow_env):

@@ -68,6 +68,14 @@ with DAG("e2e_no_retry", schedule=None, start_date=dt.datetime(2024, 1, 1), defa
         environment="modern",
         bash_command="true",
     )
+    # A connection passed positionally is not discovered: refused, the same on every try.
+    IsolatedOperator(
+        task_id="not_sent",
+        operator="airflow.providers.standard.operators.python.PythonOperator",
+        environment="legacy",
+        python_callable=probes.environment_report,
+        op_args=["undeclared_conn", "undeclared_variable"],
+    )
     # An ordinary failure is still retried, in isolation as on the host.
     IsolatedOperator(
         task_id="retried",

@@ -196,6 +196,27 @@ def test_a_class_named_like_airflows_outside_airflow_is_retried():
     assert not isinstance(info.value, AirflowFailException)
 
 
+@pytest.mark.parametrize(
+    ("name", "types"),
+    [
+        ("ConnectionNotProvided", ["isolation.runtime.compat.ConnectionNotProvided", "isolation.errors.NotProvided"]),
+        ("VariableNotProvided", ["isolation.runtime.compat.VariableNotProvided", "isolation.errors.NotProvided"]),
+        ("XComNotProvided", ["isolation.errors.XComNotProvided", "isolation.errors.NotProvided"]),
+        ("ContextNotAvailable", ["isolation.errors.ContextNotAvailable", "isolation.errors.NotProvided"]),
+    ],
+)
+def test_asking_for_what_was_not_sent_fails_without_retry(name, types):
+    # Every try is sent the same connections, variables, XComs and context: a retry cannot help.
+    types = [*types, "isolation.errors.IsolationError", "builtins.Exception"]
+    data = doc(outcome="failed", error={"type": name, "message": "declare it with connections=['db']", "types": types})
+    with pytest.raises(AirflowFailException) as info:
+        _interpret(outcome(1, data), "modern")
+    assert isinstance(info.value, IsolatedTaskFailedNoRetry)
+    assert str(info.value) == f"{name}: declare it with connections=['db']"
+    assert "not retried" in info.value.diagnostics()
+    assert "names what to declare" in info.value.diagnostics()
+
+
 LOAD_ERROR = ["isolation.errors.OperatorLoadError", "isolation.errors.IsolationError", "builtins.Exception"]
 
 
