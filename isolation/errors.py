@@ -255,6 +255,19 @@ class ContextNotAvailable(NotProvided, KeyError):
         self.name = key
 
 
+class DagRunFieldNotCarried(NotProvided, AttributeError):  # type: ignore[misc]  # both have .name
+    """Runtime: a field of Airflow's dag run that the envelope does not carry (``dag_run.run_after``).
+
+    An ``AttributeError`` too, so ``getattr(dag_run, "x", default)`` takes its fallback.
+    """
+
+    def __init__(self, field: str) -> None:
+        fix = f"read dag_run.{field} in a host task and pass it to this task as an XCom or argument"
+        IsolationError.__init__(self, f"dag_run.{field} is not carried into isolation: {fix}", hint=fix)
+        self.kind = "dag run field"
+        self.name = field
+
+
 class OperatorLoadError(IsolationError):
     """Runtime: the wrapped operator could not be imported or built from its arguments."""
 

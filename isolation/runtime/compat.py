@@ -179,6 +179,15 @@ def real_run_classes() -> tuple[type, type | None]:
     return _load("airflow.models.taskinstance", "TaskInstance"), _load("airflow.models.dagrun", "DagRun")
 
 
+@functools.cache
+def dag_run_fields() -> frozenset[str]:
+    """What a task can read of its dag run in this Airflow: the fields of the type it is handed."""
+    if AIRFLOW_V3:
+        model = _load("airflow.sdk.api.datamodels._generated", "DagRun")
+        return frozenset(model.model_fields)
+    return frozenset(name for name in dir(_load("airflow.models.dagrun", "DagRun")) if not name.startswith("_"))
+
+
 # -- operators -----------------------------------------------------------------------
 
 # Airflow 3 moved the core operators to the standard provider; the standard provider

@@ -21,7 +21,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from isolation.errors import ContextNotAvailable, XComNotProvided
+from isolation.errors import ContextNotAvailable, DagRunFieldNotCarried, XComNotProvided
 
 if TYPE_CHECKING:
     from isolation.transport.payload import Payload, XComInput
@@ -72,6 +72,17 @@ class IsolatedDagRun:
         self.data_interval_end = to_pendulum(ctx.data_interval_end)
         self.start_date = to_pendulum(ctx.start_date)
         self.external_trigger = ctx.run_type == "manual"
+        # True of every run a task runs in: it is running, so it has not ended.
+        self.state = "running"
+        self.end_date = None
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for what is not set above: Airflow's other fields are not carried.
+        from isolation.runtime import compat
+
+        if name in compat.dag_run_fields():
+            raise DagRunFieldNotCarried(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         return f"<IsolatedDagRun {self.dag_id} @ {self.run_id}>"

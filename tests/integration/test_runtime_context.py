@@ -89,6 +89,10 @@ def _with_context(payload: Payload, **values: Any) -> Payload:
 NOT_OFFERED_3 = ["execution_date", "prev_ds", "test_mode", "expanded_ti_count", "no_such_key"]
 
 
+# Carried, true of every running run, not carried (Airflow 3 / 2), and no field of either.
+DAG_RUN_FIELDS = ["run_id", "state", "end_date", "run_after", "queued_at", "no_such_field"]
+
+
 def _jobs(env: LocalEnvironment) -> dict[str, Payload]:
     keys = sorted(set(offered_keys(env)) | set(NOT_OFFERED_3))
     probe = {"python_callable": CallableRef("it_context:probe"), "op_kwargs": {"keys": keys}}
@@ -108,6 +112,10 @@ def _jobs(env: LocalEnvironment) -> dict[str, Payload]:
         "context_not_computed": make_payload(PYTHON, probe),
         "context_schema_1": _schema_1(make_payload(PYTHON, probe)),
         "context_mapped": make_payload(PYTHON, probe, map_index=2),
+        "dag_run_fields": make_payload(
+            PYTHON,
+            {"python_callable": CallableRef("it_context:dag_run_fields"), "op_kwargs": {"fields": DAG_RUN_FIELDS}},
+        ),
         "template_unavailable": make_payload(bash, {"bash_command": "echo {{ inlets }}"}),
         "template_carried": _with_context(
             make_payload(bash, {"bash_command": "echo {{ prev_ds }}/{{ next_ds_nodash }}/{{ yesterday_ds }}"}),
@@ -201,6 +209,21 @@ def test_an_undeclared_pull_in_a_template_fails_the_task_with_the_fix(runs: dict
     assert run.result is not None and run.result["error"]["type"] == "XComNotProvided"
     assert "of task 'nowhere'" in run.result["error"]["message"]
     assert "xcom_inputs=['nowhere']" in run.result["error"]["message"]
+
+
+def test_dag_run_fields_are_carried_or_refused_saying_so(runs: dict[str, Run], environment: LocalEnvironment) -> None:
+    fields = _ok(runs["dag_run_fields"])
+    assert fields["run_id"]["value"] == "manual__2024-03-05T06:07:08+00:00"
+    assert fields["state"]["value"] == "running" and fields["end_date"] == {"value": None, "default": None}
+    not_carried = "run_after" if airflow_major(environment) >= 3 else "queued_at"
+    entry = fields[not_carried]
+    assert entry["error"] == "DagRunFieldNotCarried", entry
+    assert f"dag_run.{not_carried} is not carried into isolation" in entry["message"]
+    assert "builtins.AttributeError" in entry["types"] and "isolation.errors.NotProvided" in entry["types"]
+    assert entry["default"] == "<default>"  # getattr with a default still takes it
+    # Not a field of this Airflow's dag run: Airflow's own AttributeError, not a refusal.
+    assert fields["no_such_field"]["error"] == "AttributeError"
+    assert "not carried" not in fields["no_such_field"]["message"]
 
 
 def _report(run: Run) -> dict[str, Any]:

@@ -88,3 +88,15 @@ def probe(keys: list[str], **context: Any) -> dict[str, Any]:
     except Exception as exc:
         report["<branch not taken>"] = _error(exc)
     return report
+
+
+def dag_run_fields(fields: list[str], dag_run: Any) -> dict[str, Any]:
+    """Each field of ``dag_run``: its value or the error, and ``getattr`` with a default."""
+    report: dict[str, Any] = {}
+    for name in fields:
+        try:
+            report[name] = {"value": plain(getattr(dag_run, name))}
+        except Exception as exc:
+            report[name] = _error(exc)
+        report[name]["default"] = plain(getattr(dag_run, name, "<default>"))
+    return report
