@@ -11,9 +11,10 @@ __version__ = "2.0.0a1"
 
 if TYPE_CHECKING:
     from isolation.operators.isolated import IsolatedOperator
-    from isolation.operators.taskflow import isolated_task
+    from isolation.operators.taskflow import isolated_branch_task, isolated_short_circuit_task, isolated_task
 
-__all__ = ["IsolatedOperator", "__version__", "isolated_task"]
+__all__ = ["IsolatedOperator", "__version__", "isolated_branch_task", "isolated_short_circuit_task", "isolated_task"]
+_TASKFLOW = frozenset({"isolated_task", "isolated_branch_task", "isolated_short_circuit_task"})
 
 
 def __getattr__(name: str) -> Any:
@@ -22,8 +23,8 @@ def __getattr__(name: str) -> Any:
         from isolation.operators.isolated import IsolatedOperator
 
         return IsolatedOperator
-    if name == "isolated_task":
-        from isolation.operators.taskflow import isolated_task
+    if name in _TASKFLOW:
+        from isolation.operators import taskflow
 
-        return isolated_task
+        return getattr(taskflow, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

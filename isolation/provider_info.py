@@ -28,6 +28,14 @@ def get_provider_info() -> dict[str, Any]:
         # namespace: the shim re-exports isolation.operators.taskflow.isolated_task.
         "task-decorators": [
             {"name": "isolated", "class-name": "airflow.providers.isolation.decorators.isolated.isolated_task"},
+            {
+                "name": "isolated_branch",
+                "class-name": "airflow.providers.isolation.decorators.isolated.isolated_branch_task",
+            },
+            {
+                "name": "isolated_short_circuit",
+                "class-name": "airflow.providers.isolation.decorators.isolated.isolated_short_circuit_task",
+            },
         ],
         "hooks": [
             {"integration-name": "Isolation", "python-modules": ["isolation.operators.keyring_hook"]},

@@ -23,6 +23,10 @@ from isolation.operators.discovery import Discovered, Reference
 
 FUNCTION_OPERATOR = "isolation.runtime.taskflow.SealedFunctionOperator"
 """The runtime's operator that compiles and runs a sealed function (the envelope's import path)."""
+BRANCH_OPERATOR = "isolation.runtime.taskflow.SealedBranchOperator"
+"""The same, run by the environment's BranchPythonOperator (``@task.isolated_branch``)."""
+SHORT_CIRCUIT_OPERATOR = "isolation.runtime.taskflow.SealedShortCircuitOperator"
+"""The same, run by the environment's ShortCircuitOperator (``@task.isolated_short_circuit``)."""
 
 _VARIABLE_GETS = {("Variable", "get")}
 _CONNECTION_GETS = {

@@ -26,7 +26,9 @@ from airflow.sdk.definitions.xcom_arg import XComArg
 from isolation.errors import IsolatedTaskFailed
 from isolation.operators import _state, discovery
 from isolation.operators._function import (
+    BRANCH_OPERATOR,
     FUNCTION_OPERATOR,
+    SHORT_CIRCUIT_OPERATOR,
     SealedFunction,
     check_function,
     discover_in_source,
@@ -35,7 +37,7 @@ from isolation.operators._function import (
 from isolation.operators.isolated import IsolatedOperator, _resolver
 from isolation.operators.result import reserved_xcom_key
 
-__all__ = ["isolated_task"]
+__all__ = ["isolated_branch_task", "isolated_short_circuit_task", "isolated_task"]
 
 
 # Captured once, when the function is decorated: the task seals this, never a re-read file.
@@ -55,6 +57,10 @@ class _IsolatedDecoratedOperator(DecoratedOperator, IsolatedOperator):
     """The operator behind ``@task.isolated`` (built by Airflow's TaskFlow machinery)."""
 
     custom_operator_name = "@task.isolated"
+    # The runtime's operator that runs the sealed function (see isolation/runtime/taskflow.py).
+    function_operator: ClassVar[str] = FUNCTION_OPERATOR
+    # Arguments of that operator itself, beyond the function's (passed to it as they are).
+    function_operator_args: ClassVar[frozenset[str]] = frozenset()
     # Only the environment renders on the host: the arguments render in isolation, so a
     # template reading a variable or a connection never stores its value here (RTIF).
     template_fields: Sequence[str] = ("environment",)
@@ -75,12 +81,13 @@ class _IsolatedDecoratedOperator(DecoratedOperator, IsolatedOperator):
             python_callable=python_callable,
             op_args=op_args,
             op_kwargs=op_kwargs,
-            operator=FUNCTION_OPERATOR,
+            operator=self.function_operator,
             **kwargs,
         )
-        if self.operator_kwargs:
-            names = ", ".join(sorted(self.operator_kwargs))
-            raise TypeError(f"@task.isolated got unexpected argument(s): {names}")
+        unexpected = set(self.operator_kwargs) - self.function_operator_args
+        if unexpected:
+            names = ", ".join(sorted(unexpected))
+            raise TypeError(f"{self.custom_operator_name} got unexpected argument(s): {names}")
         # Not template fields (they render in isolation), so upstream tasks are set here.
         XComArg.apply_upstream_relationship(self, (self.op_args, self.op_kwargs))
         self.sealed = sealed
@@ -178,10 +185,26 @@ class _IsolatedDecoratedOperator(DecoratedOperator, IsolatedOperator):
 
     def _wrapped_kwargs(self, context: Any) -> dict[str, Any]:
         op_args, op_kwargs, resolved = self._arguments(_resolver(context))
-        kwargs = {**self.sealed.as_kwargs(), "op_args": op_args, "op_kwargs": op_kwargs}
+        own = _state.to_plain(self.operator_kwargs, f"argument of {self.custom_operator_name}")
+        kwargs = {**own, **self.sealed.as_kwargs(), "op_args": op_args, "op_kwargs": op_kwargs}
         if resolved:
             kwargs["resolved"] = resolved
         return kwargs
+
+
+class _IsolatedBranchOperator(_IsolatedDecoratedOperator):
+    """The operator behind ``@task.isolated_branch``: the function's return names the tasks to follow."""
+
+    custom_operator_name = "@task.isolated_branch"
+    function_operator = BRANCH_OPERATOR
+
+
+class _IsolatedShortCircuitOperator(_IsolatedDecoratedOperator):
+    """The operator behind ``@task.isolated_short_circuit``: a falsy return skips what is downstream."""
+
+    custom_operator_name = "@task.isolated_short_circuit"
+    function_operator = SHORT_CIRCUIT_OPERATOR
+    function_operator_args = frozenset({"ignore_downstream_trigger_rules"})
 
 
 def _holds_resolvable(value: Any) -> bool:
@@ -233,6 +256,30 @@ class _IsolatedTaskDecorator(_TaskDecorator):  # type: ignore[type-arg]
         return output
 
 
+def _decorator(
+    operator_class: type[_IsolatedDecoratedOperator],
+    name: str,
+    python_callable: Callable[..., Any] | None,
+    multiple_outputs: bool | None,
+    kwargs: dict[str, Any],
+) -> Any:
+    def decorate(fn: Callable[..., Any]) -> Any:
+        check_function(fn)
+        capture(fn)  # read and checked now, once: the task seals this, not the file as it is later
+        # What task_decorator_factory does, with the decorator class above.
+        return _IsolatedTaskDecorator(
+            function=fn,
+            multiple_outputs=attr.NOTHING if multiple_outputs is None else multiple_outputs,  # type: ignore[arg-type]
+            operator_class=operator_class,
+            kwargs=kwargs,
+            decorator_name=name,
+        )
+
+    if python_callable is not None:
+        return decorate(python_callable)
+    return decorate
+
+
 def isolated_task(
     python_callable: Callable[..., Any] | None = None,
     multiple_outputs: bool | None = None,
@@ -246,19 +293,34 @@ def isolated_task(
     ``multiple_outputs`` is inferred from a ``dict`` return annotation, as for ``@task``.
     Lambdas, closures, generators and ``async def`` are refused here, when decorated.
     """
+    return _decorator(_IsolatedDecoratedOperator, "task.isolated", python_callable, multiple_outputs, kwargs)
 
-    def decorate(fn: Callable[..., Any]) -> Any:
-        check_function(fn)
-        capture(fn)  # read and checked now, once: the task seals this, not the file as it is later
-        # What task_decorator_factory does, with the decorator class above.
-        return _IsolatedTaskDecorator(
-            function=fn,
-            multiple_outputs=attr.NOTHING if multiple_outputs is None else multiple_outputs,  # type: ignore[arg-type]
-            operator_class=_IsolatedDecoratedOperator,
-            kwargs=kwargs,
-            decorator_name="task.isolated",
-        )
 
-    if python_callable is not None:
-        return decorate(python_callable)
-    return decorate
+def isolated_branch_task(
+    python_callable: Callable[..., Any] | None = None,
+    multiple_outputs: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``@task.branch`` in isolation (``@task.isolated_branch(environment=...)``).
+
+    The function returns the task id (or ids, or None) to follow, as for ``@task.branch``;
+    the decision is checked against the DAG on the host and applied there. Takes the
+    arguments of :func:`isolated_task`.
+    """
+    return _decorator(_IsolatedBranchOperator, "task.isolated_branch", python_callable, multiple_outputs, kwargs)
+
+
+def isolated_short_circuit_task(
+    python_callable: Callable[..., Any] | None = None,
+    multiple_outputs: bool | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``@task.short_circuit`` in isolation (``@task.isolated_short_circuit(environment=...)``).
+
+    A falsy return skips the downstream tasks (with ``ignore_downstream_trigger_rules``, as
+    for ``@task.short_circuit``), checked against the DAG and applied on the host. Takes the
+    arguments of :func:`isolated_task`.
+    """
+    return _decorator(
+        _IsolatedShortCircuitOperator, "task.isolated_short_circuit", python_callable, multiple_outputs, kwargs
+    )

@@ -27,6 +27,12 @@ from isolation.errors import ModuleScopeName, OperatorLoadError
 from isolation.runtime import compat
 
 _PythonOperator: Any = compat.import_operator(compat.PYTHON_OPERATOR)
+_BranchPythonOperator: Any = compat.import_operator(
+    compat.PYTHON_OPERATOR.replace("PythonOperator", "BranchPythonOperator")
+)
+_ShortCircuitOperator: Any = compat.import_operator(
+    compat.PYTHON_OPERATOR.replace("PythonOperator", "ShortCircuitOperator")
+)
 
 
 def compile_function(
@@ -76,8 +82,8 @@ def _place(op_args: list[Any], op_kwargs: dict[str, Any], path: list[Any], value
     target[path[-1]] = value
 
 
-class SealedFunctionOperator(_PythonOperator):  # type: ignore[misc]
-    """This environment's PythonOperator around a function compiled from sealed source."""
+class _SealedFunction:
+    """A PythonOperator-family operator of this environment around a function compiled from sealed source."""
 
     def __init__(
         self,
@@ -92,7 +98,7 @@ class SealedFunctionOperator(_PythonOperator):  # type: ignore[misc]
         callable_, namespace = compile_function(source, function, filename, first_line)
         # The return value is the task's XCom, not a log line: it may hold derived secrets.
         kwargs.setdefault("show_return_value_in_logs", False)
-        super().__init__(python_callable=callable_, **kwargs)
+        super().__init__(python_callable=callable_, **kwargs)  # type: ignore[call-arg]
         self._function_name = function
         self._namespace = namespace
         # Upstream XCom values: not template fields, so never rendered (as in Airflow).
@@ -105,11 +111,11 @@ class SealedFunctionOperator(_PythonOperator):  # type: ignore[misc]
         for item in self._resolved:
             _place(op_args, op_kwargs, list(item["path"]), item["value"])
         self.op_args, self.op_kwargs = op_args, op_kwargs
-        return super().execute(context)
+        return super().execute(context)  # type: ignore[misc]
 
     def execute_callable(self) -> Any:
         try:
-            return super().execute_callable()
+            return super().execute_callable()  # type: ignore[misc]
         except NameError as exc:
             if isinstance(exc, UnboundLocalError) or not exc.name or not self._raised_here(exc):
                 raise
@@ -132,3 +138,36 @@ class SealedFunctionOperator(_PythonOperator):  # type: ignore[misc]
         filename = tb.tb_frame.f_code.co_filename
         text = linecache.getline(filename, tb.tb_lineno).strip()
         return f"{filename} line {tb.tb_lineno}: {text}" if text else f"{filename} line {tb.tb_lineno}"
+
+
+class SealedFunctionOperator(_SealedFunction, _PythonOperator):  # type: ignore[misc]
+    """``@task.isolated``: the sealed function run by this environment's PythonOperator."""
+
+    # Defined here, so Airflow's operator metaclass wraps them for this class as it expects.
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> Any:
+        return super().execute(context)
+
+
+class SealedBranchOperator(_SealedFunction, _BranchPythonOperator):  # type: ignore[misc]
+    """``@task.isolated_branch``: the function returns the task ids to follow, as ``@task.branch``."""
+
+    # Defined here, so Airflow's operator metaclass wraps them for this class as it expects.
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> Any:
+        return super().execute(context)
+
+
+class SealedShortCircuitOperator(_SealedFunction, _ShortCircuitOperator):  # type: ignore[misc]
+    """``@task.isolated_short_circuit``: a falsy return skips downstream, as ``@task.short_circuit``."""
+
+    # Defined here, so Airflow's operator metaclass wraps them for this class as it expects.
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    def execute(self, context: Any) -> Any:
+        return super().execute(context)

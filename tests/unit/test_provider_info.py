@@ -35,11 +35,17 @@ def test_task_decorators_import_and_are_found_by_airflow() -> None:
 
     import isolation
 
-    (declared,) = get_provider_info()["task-decorators"]
-    module, _, name = declared["class-name"].rpartition(".")
-    assert getattr(importlib.import_module(module), name) is isolation.isolated_task
-    assert declared["name"] == "isolated"
-    assert task.isolated is isolation.isolated_task
+    declared = {d["name"]: d["class-name"] for d in get_provider_info()["task-decorators"]}
+    expected = {
+        "isolated": isolation.isolated_task,
+        "isolated_branch": isolation.isolated_branch_task,
+        "isolated_short_circuit": isolation.isolated_short_circuit_task,
+    }
+    assert set(declared) == set(expected)
+    for decorator, function in expected.items():
+        module, _, name = declared[decorator].rpartition(".")
+        assert getattr(importlib.import_module(module), name) is function
+        assert getattr(task, decorator) is function
 
 
 def test_connection_type_names_its_hook() -> None:

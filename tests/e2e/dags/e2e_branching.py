@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
-from airflow.sdk import DAG, TaskGroup
+from airflow.sdk import DAG, TaskGroup, task
 
 from isolation import IsolatedOperator
 from isolation.example_dags import probes
@@ -38,6 +38,23 @@ def decider(prefix: str, name: str, kind: str, **kwargs: Any) -> Any:
     env = prefix.rstrip("_")
     path = (SHORT_CIRCUIT if kind == "short_circuit" else BRANCH_PYTHON)[env]
     return IsolatedOperator(task_id=task_id, operator=path, environment=env, **kwargs)
+
+
+def pick(target: str) -> str:
+    return target
+
+
+def keep_going(flag: bool) -> bool:
+    return flag
+
+
+def taskflow(prefix: str, name: str, kind: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``@task.branch`` / ``@task.short_circuit`` for ``ctrl_``, else their ``@task.isolated_*`` forms."""
+    task_id = f"{prefix}{name}"
+    if prefix == "ctrl_":
+        return getattr(task, kind)(task_id=task_id, **kwargs)(fn)(*args).operator
+    env = prefix.rstrip("_")
+    return getattr(task, f"isolated_{kind}")(task_id=task_id, environment=env, **kwargs)(fn)(*args).operator
 
 
 def empty(prefix: str, name: str, **kwargs: Any) -> EmptyOperator:
@@ -76,6 +93,11 @@ with DAG("e2e_branching", schedule=None, start_date=dt.datetime(2024, 1, 1)) as 
         with TaskGroup(f"{p}br_group_g") as group:
             empty(p, "in") >> empty(p, "after")
         br >> [group, empty(p, "br_group_other")]
+        # The TaskFlow spellings: @task.branch and @task.short_circuit (direct downstream only).
+        br = taskflow(p, "tf_branch", "branch", pick, f"{p}tf_branch_a")
+        br >> [empty(p, "tf_branch_a"), empty(p, "tf_branch_b")]
+        sc = taskflow(p, "tf_sc", "short_circuit", keep_going, False, ignore_downstream_trigger_rules=False)
+        sc >> empty(p, "tf_sc_a") >> empty(p, "tf_sc_b", trigger_rule="all_done")
         # A branch to a task that does not exist fails as it does on the host.
         br = decider(p, "br_invalid", "branch", python_callable=probes.given, op_args=["no_such_task"])
         br >> empty(p, "br_invalid_a")

@@ -325,3 +325,28 @@ last""",  # noqa: W293 - the whitespace-only line is the point
     namespace: dict[str, Any] = {}
     exec(compile("if True:\n" + sealed.source, "x.py", "exec"), namespace)
     assert namespace["literal"]() == literal()
+
+
+def _choose(target: str) -> str:
+    return target
+
+
+def test_branch_and_short_circuit_forms_wrap_the_environments_deciding_operators() -> None:
+    from isolation.operators import _downstream
+    from isolation.operators._function import BRANCH_OPERATOR, SHORT_CIRCUIT_OPERATOR
+
+    with DAG("tf_deciders", schedule=None, start_date=START):
+        branch = task.isolated_branch(task_id="b", environment="modern")(_choose)("x").operator
+        short = task.isolated_short_circuit(task_id="s", environment="modern", ignore_downstream_trigger_rules=False)(
+            _choose
+        )("y").operator
+    assert (branch.operator_path, short.operator_path) == (BRANCH_OPERATOR, SHORT_CIRCUIT_OPERATOR)
+    # The host sees SkipMixin operators: the DAG's structure is sent, decisions are applied here.
+    assert _downstream.may_skip(branch.operator_path) and _downstream.may_skip(short.operator_path)
+    assert branch._can_skip_downstream and short._can_skip_downstream
+    assert short.operator_kwargs == {"ignore_downstream_trigger_rules": False}
+    assert short._wrapped_kwargs({"ti": None})["ignore_downstream_trigger_rules"] is False
+    # Only the short circuit takes that argument, as with @task.branch and @task.short_circuit.
+    with DAG("tf_deciders_bad", schedule=None, start_date=START), pytest.raises(TypeError) as info:
+        task.isolated_branch(task_id="b", environment="modern", ignore_downstream_trigger_rules=False)(_choose)("x")
+    assert "@task.isolated_branch got unexpected argument(s): ignore_downstream_trigger_rules" in str(info.value)
