@@ -42,6 +42,8 @@ def test_the_host_twins_do_what_airflow_does(run: Any) -> None:
     assert host["br_group_other"] == "skipped"
     assert (host["br_invalid"], host["br_invalid_a"]) == ("failed", "upstream_failed")
     assert (host["tf_branch_a"], host["tf_branch_b"]) == ("success", "skipped")
+    assert (host["br_datetime_in"], host["br_datetime_out"]) == ("success", "skipped")
+    assert (host["br_weekday_on"], host["br_weekday_off"]) == ("success", "skipped")
     assert (host["tf_sc_a"], host["tf_sc_b"]) == ("skipped", "success")
 
 

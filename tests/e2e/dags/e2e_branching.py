@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from airflow.providers.standard.operators.datetime import BranchDateTimeOperator
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.python import BranchPythonOperator, ShortCircuitOperator
+from airflow.providers.standard.operators.weekday import BranchDayOfWeekOperator
 from airflow.sdk import DAG, TaskGroup, task
 
 from isolation import IsolatedOperator
@@ -19,25 +21,24 @@ from isolation.example_dags import probes
 
 ENVIRONMENTS = ("legacy", "modern")
 PREFIXES = ("ctrl_", *(f"{env}_" for env in ENVIRONMENTS))
-SHORT_CIRCUIT = {
-    "legacy": "airflow.operators.python.ShortCircuitOperator",
-    "modern": "airflow.providers.standard.operators.python.ShortCircuitOperator",
+# The host's class, and the path each environment's Airflow names it by (the runtime also
+# maps Airflow 2's airflow.operators.* to Airflow 3's standard provider).
+KINDS: dict[str, tuple[type, str]] = {
+    "short_circuit": (ShortCircuitOperator, "airflow.operators.python.ShortCircuitOperator"),
+    "branch": (BranchPythonOperator, "airflow.operators.python.BranchPythonOperator"),
+    "datetime": (BranchDateTimeOperator, "airflow.operators.datetime.BranchDateTimeOperator"),
+    "weekday": (BranchDayOfWeekOperator, "airflow.operators.weekday.BranchDayOfWeekOperator"),
 }
-BRANCH_PYTHON = {
-    "legacy": "airflow.operators.python.BranchPythonOperator",
-    "modern": "airflow.providers.standard.operators.python.BranchPythonOperator",
-}
+EVERY_DAY = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 
 
 def decider(prefix: str, name: str, kind: str, **kwargs: Any) -> Any:
     """The deciding task: the plain operator for ``ctrl_``, else an IsolatedOperator."""
     task_id = f"{prefix}{name}"
+    cls, path = KINDS[kind]
     if prefix == "ctrl_":
-        cls = ShortCircuitOperator if kind == "short_circuit" else BranchPythonOperator
         return cls(task_id=task_id, **kwargs)
-    env = prefix.rstrip("_")
-    path = (SHORT_CIRCUIT if kind == "short_circuit" else BRANCH_PYTHON)[env]
-    return IsolatedOperator(task_id=task_id, operator=path, environment=env, **kwargs)
+    return IsolatedOperator(task_id=task_id, operator=path, environment=prefix.rstrip("_"), **kwargs)
 
 
 def pick(target: str) -> str:
@@ -93,6 +94,27 @@ with DAG("e2e_branching", schedule=None, start_date=dt.datetime(2024, 1, 1)) as 
         with TaskGroup(f"{p}br_group_g") as group:
             empty(p, "in") >> empty(p, "after")
         br >> [group, empty(p, "br_group_other")]
+        # BranchDateTimeOperator inside its window, BranchDayOfWeekOperator on any day.
+        br = decider(
+            p,
+            "br_datetime",
+            "datetime",
+            follow_task_ids_if_true=f"{p}br_datetime_in",
+            follow_task_ids_if_false=f"{p}br_datetime_out",
+            target_lower=dt.datetime(2000, 1, 1),
+            target_upper=dt.datetime(2100, 1, 1),
+        )
+        br >> [empty(p, "br_datetime_in"), empty(p, "br_datetime_out")]
+        br = decider(
+            p,
+            "br_weekday",
+            "weekday",
+            follow_task_ids_if_true=[f"{p}br_weekday_on"],
+            follow_task_ids_if_false=[f"{p}br_weekday_off"],
+            week_day=EVERY_DAY,
+            use_task_logical_date=True,
+        )
+        br >> [empty(p, "br_weekday_on"), empty(p, "br_weekday_off")]
         # The TaskFlow spellings: @task.branch and @task.short_circuit (direct downstream only).
         br = taskflow(p, "tf_branch", "branch", pick, f"{p}tf_branch_a")
         br >> [empty(p, "tf_branch_a"), empty(p, "tf_branch_b")]
