@@ -12,8 +12,13 @@ lint: bootstrap
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
+# Two workers (the CI machine has 2 cores); the few tests that count processes machine-wide
+# run alone afterwards.
+PYTEST_WORKERS ?= 2
+
 test: bootstrap lint
-	.venv/bin/python -m pytest $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	.venv/bin/python -m pytest -m serial $(PYTEST_ARGS)
 	.venv/bin/python fuzz/run_all.py --seconds $${FUZZ_SECONDS:-20}
 	$(MAKE) --no-print-directory bench-quick
 

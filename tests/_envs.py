@@ -8,7 +8,10 @@ install; nothing is skipped.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from isolation.environments import LocalEnvironment, build_local, load_spec
@@ -37,9 +40,23 @@ def cache_root() -> Path:
     return Path(configured) if configured else Path.home() / ".cache" / "isolation-tests"
 
 
+@contextmanager
+def _cache_lock() -> Iterator[None]:
+    """One builder at a time: the test workers (pytest -n) share the cache."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def host_keyring() -> HostKeyring:
-    keyring = HostKeyring.open(cache_root() / "keyring")
-    keyring.init()
+    with _cache_lock():
+        keyring = HostKeyring.open(cache_root() / "keyring")
+        keyring.init()
     return keyring
 
 
@@ -49,4 +66,6 @@ def envs_home() -> Path:
 
 def get_env(name: str) -> LocalEnvironment:
     """Build (first time) or reuse the cached environment ``name``."""
-    return build_local(load_spec(ENVIRONMENTS / name), keyring=host_keyring(), home=envs_home(), project_source=ROOT)
+    keyring = host_keyring()
+    with _cache_lock():
+        return build_local(load_spec(ENVIRONMENTS / name), keyring=keyring, home=envs_home(), project_source=ROOT)

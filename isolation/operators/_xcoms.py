@@ -33,7 +33,7 @@ def resolve(ti: Any, wanted: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
 
 def mapped_indexes(ti: Any, task_id: str) -> list[int] | None:
     """The map indexes of ``task_id`` in this run if it is mapped (itself or by its group), else None."""
-    dag = getattr(ti.task, "dag", None)
+    dag = getattr(getattr(ti, "task", None), "dag", None)
     if dag is None or not dag.has_task(task_id):
         return None  # not a task of this DAG: pulled as Airflow pulls any task
     upstream = dag.get_task(task_id)

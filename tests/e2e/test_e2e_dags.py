@@ -113,6 +113,7 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.serial  # counts sandboxes machine-wide: nothing else may run beside it
 def test_bad_input_fails_clearly_and_leaves_nothing(airflow_env):
     # Other sandboxes on this machine are not this test's business: only new ones count.
     before = set(sandboxed_processes())
