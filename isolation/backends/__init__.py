@@ -1,18 +1,19 @@
-"""How a sealed task reaches an isolated environment: ``local`` now, ``kubernetes`` later."""
+"""How a sealed task reaches an isolated environment: ``local`` or ``kubernetes``."""
 
 from __future__ import annotations
 
 from isolation.backends.base import Backend, LogSink, RunOutcome, Sealer
+from isolation.backends.kubernetes import KubernetesBackend
 from isolation.backends.local import LocalBackend
 from isolation.errors import ConfigurationError
 
-__all__ = ["Backend", "LocalBackend", "LogSink", "RunOutcome", "Sealer", "get_backend"]
+__all__ = ["Backend", "KubernetesBackend", "LocalBackend", "LogSink", "RunOutcome", "Sealer", "get_backend"]
 
-_BY_NAME: dict[str, type[Backend]] = {"local": LocalBackend}
+_BY_NAME: dict[str, type[Backend]] = {"kubernetes": KubernetesBackend, "local": LocalBackend}
 
 
 def get_backend(backend: str | Backend) -> Backend:
-    """A backend instance from a name (``"local"``) or the instance itself."""
+    """A backend instance from a name (``"local"``, ``"kubernetes"``) or the instance itself."""
     if isinstance(backend, Backend):
         return backend
     factory = _BY_NAME.get(backend)

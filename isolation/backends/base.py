@@ -42,6 +42,14 @@ class Backend(abc.ABC):
     envelope_lifetime: int = 600
     """Seconds an envelope stays valid: enough to start the runtime, no more."""
 
+    def bind(self, context: object, task_id: str) -> Backend:
+        """The backend for one task run, given its Airflow context (default: this one).
+
+        Backends that run the task through an Airflow operator (``kubernetes``) need the
+        context; they return a copy, so one instance in a DAG file serves every task.
+        """
+        return self
+
     def check(self, environment: str) -> None:  # noqa: B027 - optional hook
         """Fail fast (before any secret is resolved) if ``environment`` cannot run here."""
 

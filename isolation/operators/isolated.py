@@ -123,7 +123,9 @@ class IsolatedOperator(BaseOperator):
         cannot be told from one that was not declared.
     :param operator_kwargs: arguments for the wrapped operator whose names clash with
         ``BaseOperator`` arguments (those otherwise configure this operator).
-    :param backend: ``"local"`` (default) or a :class:`~isolation.backends.Backend`.
+    :param backend: ``"local"`` (default), ``"kubernetes"`` (a pod through KubernetesPodOperator;
+        ``KubernetesBackend(namespace=..., ...)`` passes its arguments) or a
+        :class:`~isolation.backends.Backend`.
     :param keyring_conn_id: the Airflow connection holding the host's keys; when the
         default ``isolation_default`` does not exist, the configured keyring path is used.
     :param check_arguments: check the wrapped operator's argument names when the DAG is
@@ -256,7 +258,7 @@ class IsolatedOperator(BaseOperator):
     # -- execution -----------------------------------------------------------------
 
     def execute(self, context: Any) -> Any:
-        backend = get_backend(self.backend)
+        backend = get_backend(self.backend).bind(context, self.task_id)
         self._running = backend
         try:
             return self._execute(context, backend)
