@@ -226,7 +226,7 @@ def run_self_test(name: str, keyring: HostKeyring, home: Path) -> float:
     signer, recipient = keyring.signer(), keyring.recipient(name)
     lines: list[str] = []
 
-    def seal(result_path: str) -> str:
+    def seal(result_path: str | None) -> str:
         payload = _no_op_payload(name, result_path)
         return seal_envelope(payload, signer=signer, recipient=recipient, lifetime=_SELF_TEST_LIFETIME)
 
@@ -252,7 +252,7 @@ def run_self_test(name: str, keyring: HostKeyring, home: Path) -> float:
     return time.monotonic() - started
 
 
-def _no_op_payload(name: str, result_path: str) -> Any:
+def _no_op_payload(name: str, result_path: str | None) -> Any:
     from isolation.transport.payload import OperatorSpec, Payload, RuntimeOptions, TaskContext
 
     now = dt.datetime.now(dt.timezone.utc)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 """A backend reads at most one byte more than this of a result document."""
 
-Sealer = Callable[[str], str]
-"""Called with the result path the runtime must write to; returns the envelope text."""
+Sealer = Callable[[str | None], str]
+"""Called with the result path the runtime must write to (None: the runtime's default,
+``/airflow/xcom/return.json``); returns the envelope text."""
 LogSink = Callable[[str], None]
 """Receives each log line of the isolated task (without its newline), live."""
 

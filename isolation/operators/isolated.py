@@ -292,7 +292,7 @@ class IsolatedOperator(BaseOperator):
 
         shape = _downstream.dag_shape(self) if _downstream.may_decide_downstream(self.operator_path, self) else None
 
-        def seal(result_path: str) -> str:
+        def seal(result_path: str | None) -> str:
             return _seal(
                 keys,
                 environment=environment,
@@ -552,7 +552,7 @@ def _seal(
     connections: dict[str, Any],
     variables: dict[str, str],
     xcom_inputs: list[dict[str, Any]],
-    result_path: str,
+    result_path: str | None,
     lifetime: int,
     dag: dict[str, Any] | None = None,
     strict_xcom_pull: bool = True,

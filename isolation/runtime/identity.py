@@ -2,10 +2,13 @@
 
 KubernetesPodOperator labels every pod with its task instance (``dag_id``, ``task_id``,
 ``run_id``, ``map_index``, ``try_number``); the Kubernetes backend hands those labels to
-the container read-only through the downward API, one file per label, in the directory
-``$ISOLATION_POD_IDENTITY_DIR``. A pod that was given another task's envelope (a Secret
-mounted into the wrong pod, a replayed one) refuses it with ``wrong-subject`` before the
-operator is built. Outside a pod the variable is unset and nothing is checked here.
+the container through the downward API as environment variables (``ISOLATION_POD_DAG_ID``
+...; a label that is not set reads as empty), and ``ISOLATION_POD_IDENTITY=labels`` says
+they are there. (Environment variables, not a downward API volume: podman's ``kube play``
+supports only the former, and the test harness runs the same manifest.) A pod that was
+given another task's envelope (a Secret mounted into the wrong pod, a replayed one) refuses
+it with ``wrong-subject`` before the operator is built. Outside a pod nothing is checked
+here.
 
 Labels are limited to 63 characters of ``[A-Za-z0-9_.-]``; the provider makes any other
 value label-safe (``make_safe_label_value``), and this module compares against the same
@@ -18,15 +21,20 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
 from isolation.errors import ConfigurationError, EnvelopeRejected, RejectReason
 from isolation.transport import Subject
 
-IDENTITY_DIR_VAR = "ISOLATION_POD_IDENTITY_DIR"
+IDENTITY_VAR = "ISOLATION_POD_IDENTITY"
+LABEL_VARS = {
+    "dag_id": "ISOLATION_POD_DAG_ID",
+    "task_id": "ISOLATION_POD_TASK_ID",
+    "run_id": "ISOLATION_POD_RUN_ID",
+    "map_index": "ISOLATION_POD_MAP_INDEX",
+    "try_number": "ISOLATION_POD_TRY_NUMBER",
+}
 MAX_LABEL_LEN = 63
 _UNSAFE = re.compile(r"^[^a-z0-9A-Z]*|[^a-zA-Z0-9_\-\.]|[^a-z0-9A-Z]*$")
-_MAX_LABEL_FILE = 1024
 
 
 def safe_label_value(value: str) -> str:
@@ -53,29 +61,16 @@ def expected_labels(subject: Subject) -> dict[str, str]:
 def check_pod_identity(subject: Subject, environ: Mapping[str, str] | None = None) -> None:
     """Refuse the envelope unless its subject is this pod's task instance (no-op outside a pod)."""
     env = os.environ if environ is None else environ
-    directory = env.get(IDENTITY_DIR_VAR)
-    if not directory:
+    if env.get(IDENTITY_VAR) != "labels":
         return
     for label, want in expected_labels(subject).items():
-        have = _read_label(Path(directory), label)
+        have = env.get(LABEL_VARS[label])
+        if have is None:
+            raise ConfigurationError(
+                f"the pod's identity has no {label} label (${LABEL_VARS[label]} is not set)",
+                hint="run the pod through the isolation Kubernetes backend, which passes the pod's labels",
+            )
         if have != want:
             raise EnvelopeRejected(
                 RejectReason.WRONG_SUBJECT, f"the envelope is not for this pod's task (its {label} label differs)"
             )
-
-
-def _read_label(directory: Path, label: str) -> str:
-    path = directory / label
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_LABEL_FILE)
-    except FileNotFoundError:
-        if label == "map_index":  # a downward API runtime may write no file for an absent label
-            return ""
-        raise ConfigurationError(
-            f"the pod's identity has no {label} label ({path} does not exist)",
-            hint="run the pod through the isolation Kubernetes backend, which mounts the pod's labels there",
-        ) from None
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read the pod's {label} label at {path}: {exc.strerror}") from None
-    return data.decode("utf-8", "replace").strip()

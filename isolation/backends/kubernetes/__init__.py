@@ -14,7 +14,6 @@ from __future__ import annotations
 from isolation.backends.kubernetes.backend import KubernetesBackend
 from isolation.backends.kubernetes.pod import (
     ENVELOPE_DIR,
-    IDENTITY_DIR,
     KEYS_DIR,
     OWNED_ARGUMENTS,
     RUNTIME_COMMAND,
@@ -23,7 +22,6 @@ from isolation.backends.kubernetes.pod import (
 
 __all__ = [
     "ENVELOPE_DIR",
-    "IDENTITY_DIR",
     "KEYS_DIR",
     "OWNED_ARGUMENTS",
     "RUNTIME_COMMAND",

@@ -114,7 +114,9 @@ class KubernetesBackend(Backend):
                 "KubernetesBackend.run needs the task's Airflow context", hint="call bind(context, task_id) first"
             )
         image = self.image_of(environment)
-        text = seal(pods.RESULT_PATH)
+        # No result path in the envelope: the runtime's default is KubernetesPodOperator's
+        # /airflow/xcom/return.json, and the pod spec can say otherwise.
+        text = seal(None)
         self._check_size(len(text))
         keys_secret = self.keys_secret or pods.keys_secret_name(environment)
         envelope_secret = secrets.new_name() if self.transport == "secret" else None

@@ -14,19 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from isolation.errors import ConfigurationError
-from isolation.keyring import RECIPIENT_FILE, SIGNERS_FILE
 
 RUNTIME_COMMAND = ("python", "-m", "isolation.runtime")
 ENVELOPE_DIR = "/var/run/isolation/envelope"
 KEYS_DIR = "/var/run/isolation/keys"
-IDENTITY_DIR = "/var/run/isolation/pod"
 RESULT_PATH = "/airflow/xcom/return.json"
 RUNTIME_USER = 50000  # the official Airflow images' user
 IDENTITY_LABELS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 
 _ENVELOPE_VOLUME = "isolation-envelope"
 _KEYS_VOLUME = "isolation-keys"
-_IDENTITY_VOLUME = "isolation-pod-identity"
 _TMP_VOLUME = "isolation-tmp"
 
 # Arguments the backend sets itself, and what to use instead.
@@ -80,34 +77,28 @@ def pod_arguments(
             # Secret must stop the pod rather than start it without keys.
             secret=k8s.V1SecretVolumeSource(secret_name=keys_secret, optional=False, default_mode=0o440),
         ),
-        k8s.V1Volume(
-            name=_IDENTITY_VOLUME,
-            downward_api=k8s.V1DownwardAPIVolumeSource(
-                items=[
-                    k8s.V1DownwardAPIVolumeFile(
-                        path=label, field_ref=k8s.V1ObjectFieldSelector(field_path=f"metadata.labels['{label}']")
-                    )
-                    for label in IDENTITY_LABELS
-                ]
-            ),
-        ),
         k8s.V1Volume(name=_TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit="256Mi")),
     ]
-    # One file per key through subPath: a whole Secret volume holds the kubelet's `..data`
-    # links, which the runtime's strict keys directory refuses.
     mounts = [
-        k8s.V1VolumeMount(name=_KEYS_VOLUME, mount_path=f"{KEYS_DIR}/{name}", sub_path=name, read_only=True)
-        for name in (RECIPIENT_FILE, SIGNERS_FILE)
-    ]
-    mounts += [
-        k8s.V1VolumeMount(name=_IDENTITY_VOLUME, mount_path=IDENTITY_DIR, read_only=True),
+        k8s.V1VolumeMount(name=_KEYS_VOLUME, mount_path=KEYS_DIR, read_only=True),
         k8s.V1VolumeMount(name=_TMP_VOLUME, mount_path="/tmp"),  # noqa: S108 - the pod's own tmpfs
     ]
     env = [
         k8s.V1EnvVar(name="HOME", value="/tmp"),  # noqa: S108
-        k8s.V1EnvVar(name="ISOLATION_KEYS_DIR", value=KEYS_DIR),
-        k8s.V1EnvVar(name="ISOLATION_POD_IDENTITY_DIR", value=IDENTITY_DIR),
         k8s.V1EnvVar(name="PYTHONDONTWRITEBYTECODE", value="1"),
+        k8s.V1EnvVar(name="ISOLATION_KEYS_DIR", value=KEYS_DIR),
+        k8s.V1EnvVar(name="ISOLATION_KEYS_SECRET_VOLUME", value="1"),
+        # Identity binding (isolation.runtime.identity): the pod's own labels, from the API server.
+        k8s.V1EnvVar(name="ISOLATION_POD_IDENTITY", value="labels"),
+        *(
+            k8s.V1EnvVar(
+                name=f"ISOLATION_POD_{label.upper()}",
+                value_from=k8s.V1EnvVarSource(
+                    field_ref=k8s.V1ObjectFieldSelector(field_path=f"metadata.labels['{label}']")
+                ),
+            )
+            for label in IDENTITY_LABELS
+        ),
     ]
     if envelope_secret is not None:
         volumes.append(
