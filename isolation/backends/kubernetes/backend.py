@@ -134,9 +134,7 @@ class KubernetesBackend(Backend):
         created: str | None = None
         namespace: str | None = None
         try:
-            client = _client(operator, self.pod_options.get("kubernetes_conn_id"))
-            operator.pod_request_obj = operator.build_pod_request_obj(context)
-            namespace = operator.pod_request_obj.metadata.namespace
+            client, namespace = _prepare(operator, context, self.pod_options.get("kubernetes_conn_id"))
             _check_keys_secret(client, keys_secret, namespace, environment)
             if envelope_secret is not None:
                 client.create_namespaced_secret(
@@ -193,18 +191,20 @@ def _configured_images() -> dict[str, str]:
     return images
 
 
-def _client(operator: Any, conn_id: str | None) -> Any:
-    """The operator's own Kubernetes client; a missing connection is a clear error."""
+def _prepare(operator: Any, context: Any, conn_id: str | None) -> tuple[Any, str]:
+    """The operator's own client and pod request; a missing connection is a clear error."""
     from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
     try:
-        return operator.client
+        client = operator.client
+        operator.pod_request_obj = operator.build_pod_request_obj(context)
     except AirflowNotFoundException:
         raise ConfigurationError(
             f"the Kubernetes connection {conn_id!r} does not exist",
             hint=f"create it (airflow connections add {conn_id} --conn-type kubernetes ...) or pass "
             "in_cluster=True / config_file=... to KubernetesBackend",
         ) from None
+    return client, operator.pod_request_obj.metadata.namespace
 
 
 def _check_keys_secret(client: Any, name: str, namespace: str, environment: str) -> None:
@@ -242,19 +242,22 @@ def _outcome(operator: Any, context: Any) -> RunOutcome:
     """Run the operator; turn what it did into the runtime's exit code and result document."""
     # The provider's own compatibility layer: the exception classes it raises on Airflow 2 and 3.
     from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import PodLaunchFailedException
+    from airflow.providers.cncf.kubernetes.utils.pod_manager import PodLaunchTimeoutException
     from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 
     try:
         operator.execute(context)
     except AirflowSkipException:
         pass
-    except PodLaunchFailedException as exc:
-        raise IsolatedTaskFailed(
-            f"the pod of the isolated task never started: {_first_line(exc)}",
-            hint="check the image reference and its pull secret (image_pull_secrets=), the node selector, "
-            "tolerations and resources; kubectl describe pod shows the scheduler's events",
-        ) from None
-    except AirflowException:
+    except AirflowException as exc:
+        # The provider's cleanup raises "returned a failure" over the launch failure itself.
+        launch = _cause(exc, (PodLaunchFailedException, PodLaunchTimeoutException))
+        if launch is not None:
+            raise IsolatedTaskFailed(
+                f"the pod of the isolated task never started: {_first_line(launch)}",
+                hint="check the image reference and its pull secret (image_pull_secrets=), the node selector, "
+                "tolerations and resources; kubectl describe pod shows the scheduler's events",
+            ) from None
         if operator.exit_code is None:
             raise
     code = operator.exit_code
@@ -266,6 +269,15 @@ def _outcome(operator: Any, context: Any) -> RunOutcome:
         result=json.dumps(result).encode() if result is not None else None,
         log_tail=tuple(operator.log_tail),
     )
+
+
+def _cause(exc: BaseException | None, kind: tuple[type[BaseException], ...]) -> BaseException | None:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, kind):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
