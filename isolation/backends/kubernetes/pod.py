@@ -53,6 +53,28 @@ def check_options(options: Mapping[str, Any]) -> None:
             )
 
 
+_SHARED: list[Any] = []
+
+
+def _m(model: Any, **fields: Any) -> Any:
+    """A client model sharing one validation configuration that deep copies as itself.
+
+    Each model of the kubernetes client carries a Configuration, used only for client-side
+    validation, and KubernetesPodOperator deep-copies the pod several times while building
+    it: copying those Configurations (each copy resets its loggers' levels) is most of the
+    cost of the backend's extra mounts and variables. Nothing changes a model's configuration.
+    """
+    if not _SHARED:
+        from kubernetes.client import Configuration
+
+        class _SharedConfiguration(Configuration):  # type: ignore[misc]
+            def __deepcopy__(self, memo: dict[int, Any]) -> _SharedConfiguration:
+                return self
+
+        _SHARED.append(_SharedConfiguration())
+    return model(local_vars_configuration=_SHARED[0], **fields)
+
+
 def keys_secret_name(environment: str) -> str:
     """The long-lived Secret with an environment's keys (``isolationctl keys export --format k8s-secret``)."""
     return f"isolation-keys-{environment}"
@@ -71,30 +93,37 @@ def pod_arguments(
     from kubernetes.client import models as k8s
 
     volumes = [
-        k8s.V1Volume(
+        _m(
+            k8s.V1Volume,
             name=_KEYS_VOLUME,
             # optional=False spelt out: podman's `kube play` needs it, and a missing keys
             # Secret must stop the pod rather than start it without keys.
-            secret=k8s.V1SecretVolumeSource(secret_name=keys_secret, optional=False, default_mode=0o440),
+            secret=_m(k8s.V1SecretVolumeSource, secret_name=keys_secret, optional=False, default_mode=0o440),
         ),
-        k8s.V1Volume(name=_TMP_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit="256Mi")),
+        _m(
+            k8s.V1Volume,
+            name=_TMP_VOLUME,
+            empty_dir=_m(k8s.V1EmptyDirVolumeSource, medium="Memory", size_limit="256Mi"),
+        ),
     ]
     mounts = [
-        k8s.V1VolumeMount(name=_KEYS_VOLUME, mount_path=KEYS_DIR, read_only=True),
-        k8s.V1VolumeMount(name=_TMP_VOLUME, mount_path="/tmp"),  # noqa: S108 - the pod's own tmpfs
+        _m(k8s.V1VolumeMount, name=_KEYS_VOLUME, mount_path=KEYS_DIR, read_only=True),
+        _m(k8s.V1VolumeMount, name=_TMP_VOLUME, mount_path="/tmp"),  # noqa: S108 - the pod's own tmpfs
     ]
     env = [
-        k8s.V1EnvVar(name="HOME", value="/tmp"),  # noqa: S108
-        k8s.V1EnvVar(name="PYTHONDONTWRITEBYTECODE", value="1"),
-        k8s.V1EnvVar(name="ISOLATION_KEYS_DIR", value=KEYS_DIR),
-        k8s.V1EnvVar(name="ISOLATION_KEYS_SECRET_VOLUME", value="1"),
+        _m(k8s.V1EnvVar, name="HOME", value="/tmp"),  # noqa: S108
+        _m(k8s.V1EnvVar, name="PYTHONDONTWRITEBYTECODE", value="1"),
+        _m(k8s.V1EnvVar, name="ISOLATION_KEYS_DIR", value=KEYS_DIR),
+        _m(k8s.V1EnvVar, name="ISOLATION_KEYS_SECRET_VOLUME", value="1"),
         # Identity binding (isolation.runtime.identity): the pod's own labels, from the API server.
-        k8s.V1EnvVar(name="ISOLATION_POD_IDENTITY", value="labels"),
+        _m(k8s.V1EnvVar, name="ISOLATION_POD_IDENTITY", value="labels"),
         *(
-            k8s.V1EnvVar(
+            _m(
+                k8s.V1EnvVar,
                 name=f"ISOLATION_POD_{label.upper()}",
-                value_from=k8s.V1EnvVarSource(
-                    field_ref=k8s.V1ObjectFieldSelector(field_path=f"metadata.labels['{label}']")
+                value_from=_m(
+                    k8s.V1EnvVarSource,
+                    field_ref=_m(k8s.V1ObjectFieldSelector, field_path=f"metadata.labels['{label}']"),
                 ),
             )
             for label in IDENTITY_LABELS
@@ -102,16 +131,17 @@ def pod_arguments(
     ]
     if envelope_secret is not None:
         volumes.append(
-            k8s.V1Volume(
+            _m(
+                k8s.V1Volume,
                 name=_ENVELOPE_VOLUME,
-                secret=k8s.V1SecretVolumeSource(secret_name=envelope_secret, optional=False, default_mode=0o440),
+                secret=_m(k8s.V1SecretVolumeSource, secret_name=envelope_secret, optional=False, default_mode=0o440),
             )
         )
-        mounts.append(k8s.V1VolumeMount(name=_ENVELOPE_VOLUME, mount_path=ENVELOPE_DIR, read_only=True))
-        env.append(k8s.V1EnvVar(name="ISOLATION_ENVELOPE_FILE", value=f"{ENVELOPE_DIR}/envelope"))
+        mounts.append(_m(k8s.V1VolumeMount, name=_ENVELOPE_VOLUME, mount_path=ENVELOPE_DIR, read_only=True))
+        env.append(_m(k8s.V1EnvVar, name="ISOLATION_ENVELOPE_FILE", value=f"{ENVELOPE_DIR}/envelope"))
     if envelope_env is not None:
         # Opt-in for small envelopes: ciphertext in the pod spec, readable by whoever reads pods.
-        env.append(k8s.V1EnvVar(name="ISOLATION_ENVELOPE", value=envelope_env))
+        env.append(_m(k8s.V1EnvVar, name="ISOLATION_ENVELOPE", value=envelope_env))
 
     user = dict(options)
     args: dict[str, Any] = {
@@ -122,17 +152,21 @@ def pod_arguments(
         "do_xcom_push": True,
         "skip_on_exit_code": skip_exit_code,
         "automount_service_account_token": False,
-        "security_context": k8s.V1PodSecurityContext(
+        "security_context": _m(
+            k8s.V1PodSecurityContext,
             run_as_non_root=True,
             run_as_user=RUNTIME_USER,
             run_as_group=0,
-            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+            # Volumes (the XCom emptyDir, the keys Secret's files) belong to the runtime's group.
+            fs_group=0,
+            seccomp_profile=_m(k8s.V1SeccompProfile, type="RuntimeDefault"),
         ),
-        "container_security_context": k8s.V1SecurityContext(
+        "container_security_context": _m(
+            k8s.V1SecurityContext,
             allow_privilege_escalation=False,
             read_only_root_filesystem=True,
             privileged=False,
-            capabilities=k8s.V1Capabilities(drop=["ALL"]),
+            capabilities=_m(k8s.V1Capabilities, drop=["ALL"]),
         ),
         # KPO prints the whole remote pod on failure when asked: never with an envelope in it.
         "log_pod_spec_on_failure": False,

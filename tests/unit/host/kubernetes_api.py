@@ -71,6 +71,17 @@ class _Container:
         for raw in self.proc.stdout:
             self.output.append(raw.decode("utf-8", "replace").rstrip("\n"))
 
+    def read_result(self) -> str:
+        if self.result.exists() and self.result.stat().st_size:
+            return self.result.read_text()
+        return "__airflow_xcom_result_empty__"
+
+    def stop_sidecar(self) -> None:
+        self.sidecar_running = False
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
     def finished_at(self) -> str:
         if self._finished is None:
             self._finished = dt.datetime.now(dt.timezone.utc).isoformat()
@@ -94,9 +105,11 @@ class FakeKubernetesApi:
     ``"unschedulable"`` leave the pod pending with that reason.
     """
 
-    def __init__(self, workdir: Path, *, start: str = "run") -> None:
+    def __init__(self, workdir: Path, *, start: str = "run", kubelet: Any = None) -> None:
         self.workdir = workdir
         self.start = start
+        # kubelet(pod, secrets) -> a running pod; default: the base container as a local process.
+        self.kubelet = kubelet
         self.api_client = ApiClient()
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
@@ -154,7 +167,14 @@ class FakeKubernetesApi:
         key = (namespace, pod["metadata"]["name"])
         self.pods[key] = pod
         self.created_pods.append(json.loads(json.dumps(pod)))
-        if self.start == "run":
+        if self.start == "run" and self.kubelet is not None:
+            mounted = {
+                v["secret"]["secretName"]: self.secrets[(namespace, v["secret"]["secretName"])]
+                for v in pod["spec"].get("volumes") or []
+                if "secret" in v
+            }
+            self.containers[key] = self.kubelet(pod, mounted)
+        elif self.start == "run":
             self.containers[key] = self._run(pod)
         return _model(pod, "V1Pod")
 
@@ -218,12 +238,9 @@ class FakeKubernetesApi:
 
     def exec_in_sidecar(self, name: str, namespace: str, command: list[str]) -> str:
         running = self.containers[(namespace, name)]
-        script = command[-1]
-        if "return.json" in script:
-            if running.result.exists() and running.result.stat().st_size:
-                return running.result.read_text()
-            return "__airflow_xcom_result_empty__"
-        running.sidecar_running = False  # the kill command
+        if "return.json" in command[-1]:
+            return str(running.read_result())
+        running.stop_sidecar()  # the kill command
         return ""
 
     # -- a kubelet ------------------------------------------------------------------------
@@ -254,7 +271,7 @@ class FakeKubernetesApi:
                 ]
             return status
         running = self.containers[(namespace, name)]
-        code = running.proc.poll()
+        code = running.poll()
         base: dict[str, Any] = {"name": "base", "ready": code is None, "restartCount": 0, "image": "x", "imageID": ""}
         finished = running.finished_at()
         base["state"] = (

@@ -56,8 +56,15 @@ def _private_parts(keyset: Keyset) -> list[str]:
     return [key["private"] for key in doc["keys"] if key.get("private")]
 
 
-def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubernetesApi]:
-    """The API stand-in wired into the provider's hook, with the keys Secret of ``legacy``."""
+def stand_in(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    environments: tuple[str, ...] = ("legacy",),
+    images: dict[str, str] | None = None,
+    kubelet: Any = None,
+) -> Iterator[FakeKubernetesApi]:
+    """The API stand-in wired into the provider's hook, with the keys Secret of each environment."""
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
     from airflow.providers.cncf.kubernetes.utils import pod_manager
 
@@ -66,21 +73,24 @@ def stand_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKu
 
     ring = HostKeyring.open(tmp_path / "keyring")
     signer = ring.init()
-    recipient = Keyset.generate_recipient("legacy")
-    ring.save_recipient(recipient)
     home = tmp_path / "envs"
-    EnvironmentKeys.provision(home / "legacy" / "keys", recipient, signer)
-    _KEY_MATERIAL[:] = _private_parts(signer) + _private_parts(recipient)
+    _KEY_MATERIAL[:] = _private_parts(signer)
+    for name in environments:
+        recipient = Keyset.generate_recipient(name)
+        ring.save_recipient(recipient)
+        EnvironmentKeys.provision(home / name / "keys", recipient, signer)
+        _KEY_MATERIAL.extend(_private_parts(recipient))
     monkeypatch.setenv("AIRFLOW__ISOLATION__KEYRING_PATH", str(ring.path))
-    monkeypatch.setenv("AIRFLOW__ISOLATION__KUBERNETES_IMAGES", json.dumps({"legacy": IMAGE}))
+    monkeypatch.setenv("AIRFLOW__ISOLATION__KUBERNETES_IMAGES", json.dumps(images or {"legacy": IMAGE}))
     conn = {"conn_type": "postgres", "host": "db.internal", "login": LOGIN, "password": PASSWORD}
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps(conn))
     monkeypatch.setenv("AIRFLOW_VAR_API_TOKEN", TOKEN)
 
-    api = FakeKubernetesApi(tmp_path / "kubelet")
-    # The keys Secret exactly as `isolationctl keys export --format k8s-secret` writes it.
-    manifest = json.loads(_k8s_secret(KeyStore(ring, home), "legacy", NAMESPACE, "isolation-keys-legacy"))
-    api.create_namespaced_secret(NAMESPACE, manifest)
+    api = FakeKubernetesApi(tmp_path / "kubelet", kubelet=kubelet)
+    # The keys Secrets exactly as `isolationctl keys export --format k8s-secret` writes them.
+    for name in environments:
+        manifest = json.loads(_k8s_secret(KeyStore(ring, home), name, NAMESPACE, f"isolation-keys-{name}"))
+        api.create_namespaced_secret(NAMESPACE, manifest)
     api.created_secrets.clear()
     api.calls.clear()
     # Only the API server is replaced: the hook's client is the stand-in.
