@@ -16,6 +16,7 @@ from isolation.backends.kubernetes.pod import (
     ENVELOPE_DIR,
     KEYS_DIR,
     OWNED_ARGUMENTS,
+    POD_LABELS,
     RUNTIME_COMMAND,
     keys_secret_name,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ENVELOPE_DIR",
     "KEYS_DIR",
     "OWNED_ARGUMENTS",
+    "POD_LABELS",
     "RUNTIME_COMMAND",
     "KubernetesBackend",
     "keys_secret_name",

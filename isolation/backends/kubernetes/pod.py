@@ -20,6 +20,8 @@ ENVELOPE_DIR = "/var/run/isolation/envelope"
 KEYS_DIR = "/var/run/isolation/keys"
 RESULT_PATH = "/airflow/xcom/return.json"
 RUNTIME_USER = 50000  # the official Airflow images' user
+# On every isolated pod: what the README's NetworkPolicy selects.
+POD_LABELS = {"app.kubernetes.io/managed-by": "apache-airflow-providers-isolation"}
 IDENTITY_LABELS = ("dag_id", "task_id", "run_id", "map_index", "try_number")
 
 _ENVELOPE_VOLUME = "isolation-envelope"
@@ -174,6 +176,7 @@ def pod_arguments(
     for name in ("automount_service_account_token", "security_context", "container_security_context"):
         if name in user:
             args[name] = user.pop(name)
+    args["labels"] = {**user.pop("labels", {}), **POD_LABELS}
     args["volumes"] = [*user.pop("volumes", []), *volumes]
     args["volume_mounts"] = [*user.pop("volume_mounts", []), *mounts]
     args.update(user)

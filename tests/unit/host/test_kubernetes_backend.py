@@ -222,3 +222,20 @@ def test_kill_deletes_the_pod_and_the_secret(kube):
     assert container.proc.poll() is not None  # the pod's process is gone
     assert kube.pods == {} and kube.secrets_left() == ["isolation-keys-legacy"]
     assert outcome and outcome[0] is not None
+
+
+def test_readme_network_policy_selects_isolated_pods_and_allows_only_dns(kube):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Kubernetes", 1)[1].split("\n## ", 1)[0]
+    policy = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    assert policy["kind"] == "NetworkPolicy" and set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert policy["spec"]["ingress"] == []
+    [rule] = policy["spec"]["egress"]
+    assert {p["port"] for p in rule["ports"]} == {53} and all("ipBlock" not in to for to in rule["to"])
+    # It selects the pods the backend makes.
+    dag, task = isolated(KubernetesBackend(namespace=NAMESPACE), operator=BASH, bash_command="true")
+    run(task, dag)
+    labels = kube.created_pods[0]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
