@@ -123,9 +123,10 @@ class IsolatedOperator(BaseOperator):
         cannot be told from one that was not declared.
     :param operator_kwargs: arguments for the wrapped operator whose names clash with
         ``BaseOperator`` arguments (those otherwise configure this operator).
-    :param backend: ``"local"`` (default), ``"kubernetes"`` (a pod through KubernetesPodOperator;
+    :param backend: ``"local"``, ``"kubernetes"`` (a pod through KubernetesPodOperator;
         ``KubernetesBackend(namespace=..., ...)`` passes its arguments) or a
-        :class:`~isolation.backends.Backend`.
+        :class:`~isolation.backends.Backend`; by default the ``[isolation] backend`` setting
+        (``AIRFLOW__ISOLATION__BACKEND``), else ``"local"``.
     :param keyring_conn_id: the Airflow connection holding the host's keys; when the
         default ``isolation_default`` does not exist, the configured keyring path is used.
     :param check_arguments: check the wrapped operator's argument names when the DAG is
@@ -152,7 +153,7 @@ class IsolatedOperator(BaseOperator):
         xcom_inputs: Iterable[str | tuple[str, str]] = (),
         lenient_xcom_pull: bool = False,
         operator_kwargs: Mapping[str, Any] | None = None,
-        backend: str | Backend = "local",
+        backend: str | Backend | None = None,
         keyring_conn_id: str | None = DEFAULT_CONN_ID,
         check_arguments: bool = True,
         **kwargs: Any,

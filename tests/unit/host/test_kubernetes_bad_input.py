@@ -105,3 +105,12 @@ def test_unknown_backend_name_lists_kubernetes():
     assert isinstance(get_backend("kubernetes"), KubernetesBackend)
     with pytest.raises(ConfigurationError, match="unknown isolation backend"):
         get_backend("kubernetess")
+
+
+def test_the_default_backend_comes_from_airflow_configuration(monkeypatch):
+    from isolation.backends import KubernetesBackend, LocalBackend, get_backend
+
+    monkeypatch.delenv("AIRFLOW__ISOLATION__BACKEND", raising=False)
+    assert isinstance(get_backend(None), LocalBackend)
+    monkeypatch.setenv("AIRFLOW__ISOLATION__BACKEND", "kubernetes")
+    assert isinstance(get_backend(None), KubernetesBackend)
