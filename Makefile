@@ -27,11 +27,13 @@ bench-quick: bootstrap
 	.venv/bin/python bench/envelope.py --quick
 	.venv/bin/python bench/runtime.py --quick
 	.venv/bin/python bench/overhead.py --quick
+	.venv/bin/python bench/kubernetes.py --quick
 
 bench: bootstrap
 	.venv/bin/python bench/envelope.py
 	.venv/bin/python bench/runtime.py
 	.venv/bin/python bench/overhead.py
+	.venv/bin/python bench/kubernetes.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -139,18 +139,30 @@ class EnvironmentKeys:
     signers: tuple[Keyset, ...]
 
     @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> EnvironmentKeys:
-        """Read the keys directory strictly (see the module docstring); refuse with :class:`KeysetError`."""
-        path = Path(directory)
+    def load(cls, directory: str | os.PathLike[str], *, secret_volume: bool = False) -> EnvironmentKeys:
+        """Read the keys directory strictly (see the module docstring); refuse with :class:`KeysetError`.
+
+        ``secret_volume``: the directory is a Kubernetes Secret volume, mounted read-only in a
+        pod. Its files are root's and readable by the pod's user through their group or
+        other bits, as the kubelet (or podman) writes them, so the private key's mode is not
+        checked; in exchange the mount must be read-only. The kubelet's layout (the files
+        are links through ``..data`` to a hidden directory) is read through that directory.
+        """
+        path = _secret_volume_files(Path(directory)) if secret_volume else Path(directory)
         dir_fd = _open_keys_dir(path)
         try:
+            if secret_volume and not os.fstatvfs(dir_fd).f_flag & os.ST_RDONLY:
+                raise KeysetError(
+                    f"the keys Secret volume at {directory} is not mounted read-only",
+                    hint="mount it with readOnly: true (the isolation Kubernetes backend does)",
+                )
             names = _expected_names(dir_fd, path)
             if RECIPIENT_FILE not in names:
                 raise KeysetError(
                     f"no {RECIPIENT_FILE} in the keys directory {path}",
                     hint="mount the environment's keys there or set ISOLATION_KEYS_DIR",
                 )
-            recipient = _read_keyset(dir_fd, path, RECIPIENT_FILE, private=True)
+            recipient = _read_keyset(dir_fd, path, RECIPIENT_FILE, private=not secret_volume)
             if recipient.purpose is not Purpose.RECIPIENT or not recipient.has_private:
                 raise KeysetError(
                     f"{path / RECIPIENT_FILE} is not a private recipient keyset",
@@ -204,6 +216,27 @@ def write_keys_file(directory: str | os.PathLike[str], name: str, keyset: Keyset
 
 
 # --------------------------------------------------------------------------- strict reading
+
+_KUBELET_DATA = "..data"
+
+
+def _secret_volume_files(path: Path) -> Path:
+    """Where a Secret volume's files really are: the kubelet's ``..data`` target, else ``path``.
+
+    The kubelet writes the files into a hidden directory ``..<timestamp>`` and links
+    ``..data`` to it; only a link to such a sibling is followed, never one leading elsewhere.
+    """
+    try:
+        target = os.readlink(path / _KUBELET_DATA)
+    except FileNotFoundError:
+        return path  # podman writes the files themselves
+    except OSError as exc:
+        raise KeysetError(f"cannot read the keys Secret volume at {path}: {exc.strerror}", hint=_READABLE) from None
+    if "/" in target or not target.startswith("..") or target in ("..", _KUBELET_DATA):
+        raise KeysetError(
+            f"{path / _KUBELET_DATA} links outside the Secret volume", hint="mount the keys Secret itself there"
+        )
+    return path / target
 
 
 def _open_keys_dir(path: Path) -> int:

@@ -29,7 +29,11 @@ from isolationctl import _audit
 from isolationctl._project import Locations, Project
 from isolationctl._ui import ExitCode, done, emit_json, err, fail, note
 
-K8S_REFUSAL = "the Kubernetes backend is not available yet; deploy --local builds local environments"
+K8S_REFUSAL = "isolationctl deploy cannot build Kubernetes images yet; deploy --local builds local environments"
+K8S_HINT = (
+    "for the Kubernetes backend, build images as docs/howto-kubernetes.md shows (scripts/podman-images); "
+    "for local environments, run `isolationctl deploy --local`"
+)
 STEP_SELF_TEST = "self-test"
 # Exists on Airflow 2 (airflow.operators.empty) and 3 (the standard provider): the runtime
 # tries the other spelling when one does not import.
@@ -136,11 +140,11 @@ def _require_local(project: Project, *, local: bool, kubernetes_options: tuple[s
     if any(option is not None for option in kubernetes_options):
         if local:
             fail("--local cannot be combined with --image, --registry or --tag", code=ExitCode.USAGE)
-        fail(K8S_REFUSAL, hint="run `isolationctl deploy --local`")
+        fail(K8S_REFUSAL, hint=K8S_HINT)
     if not local and project.config.backend != "local":
         fail(
             K8S_REFUSAL + f" (isolationctl.toml sets backend = {project.config.backend!r})",
-            hint="run `isolationctl deploy --local`",
+            hint=K8S_HINT,
         )
 
 
@@ -226,7 +230,7 @@ def run_self_test(name: str, keyring: HostKeyring, home: Path) -> float:
     signer, recipient = keyring.signer(), keyring.recipient(name)
     lines: list[str] = []
 
-    def seal(result_path: str) -> str:
+    def seal(result_path: str | None) -> str:
         payload = _no_op_payload(name, result_path)
         return seal_envelope(payload, signer=signer, recipient=recipient, lifetime=_SELF_TEST_LIFETIME)
 
@@ -252,7 +256,7 @@ def run_self_test(name: str, keyring: HostKeyring, home: Path) -> float:
     return time.monotonic() - started
 
 
-def _no_op_payload(name: str, result_path: str) -> Any:
+def _no_op_payload(name: str, result_path: str | None) -> Any:
     from isolation.transport.payload import OperatorSpec, Payload, RuntimeOptions, TaskContext
 
     now = dt.datetime.now(dt.timezone.utc)

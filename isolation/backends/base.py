@@ -15,8 +15,9 @@ from dataclasses import dataclass
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 """A backend reads at most one byte more than this of a result document."""
 
-Sealer = Callable[[str], str]
-"""Called with the result path the runtime must write to; returns the envelope text."""
+Sealer = Callable[[str | None], str]
+"""Called with the result path the runtime must write to (None: the runtime's default,
+``/airflow/xcom/return.json``); returns the envelope text."""
 LogSink = Callable[[str], None]
 """Receives each log line of the isolated task (without its newline), live."""
 
@@ -41,6 +42,14 @@ class Backend(abc.ABC):
     name: str = "backend"
     envelope_lifetime: int = 600
     """Seconds an envelope stays valid: enough to start the runtime, no more."""
+
+    def bind(self, context: object, task_id: str) -> Backend:
+        """The backend for one task run, given its Airflow context (default: this one).
+
+        Backends that run the task through an Airflow operator (``kubernetes``) need the
+        context; they return a copy, so one instance in a DAG file serves every task.
+        """
+        return self
 
     def check(self, environment: str) -> None:  # noqa: B027 - optional hook
         """Fail fast (before any secret is resolved) if ``environment`` cannot run here."""

@@ -123,7 +123,10 @@ class IsolatedOperator(BaseOperator):
         cannot be told from one that was not declared.
     :param operator_kwargs: arguments for the wrapped operator whose names clash with
         ``BaseOperator`` arguments (those otherwise configure this operator).
-    :param backend: ``"local"`` (default) or a :class:`~isolation.backends.Backend`.
+    :param backend: ``"local"``, ``"kubernetes"`` (a pod through KubernetesPodOperator;
+        ``KubernetesBackend(namespace=..., ...)`` passes its arguments) or a
+        :class:`~isolation.backends.Backend`; by default the ``[isolation] backend`` setting
+        (``AIRFLOW__ISOLATION__BACKEND``), else ``"local"``.
     :param keyring_conn_id: the Airflow connection holding the host's keys; when the
         default ``isolation_default`` does not exist, the configured keyring path is used.
     :param check_arguments: check the wrapped operator's argument names when the DAG is
@@ -150,7 +153,7 @@ class IsolatedOperator(BaseOperator):
         xcom_inputs: Iterable[str | tuple[str, str]] = (),
         lenient_xcom_pull: bool = False,
         operator_kwargs: Mapping[str, Any] | None = None,
-        backend: str | Backend = "local",
+        backend: str | Backend | None = None,
         keyring_conn_id: str | None = DEFAULT_CONN_ID,
         check_arguments: bool = True,
         **kwargs: Any,
@@ -256,7 +259,7 @@ class IsolatedOperator(BaseOperator):
     # -- execution -----------------------------------------------------------------
 
     def execute(self, context: Any) -> Any:
-        backend = get_backend(self.backend)
+        backend = get_backend(self.backend).bind(context, self.task_id)
         self._running = backend
         try:
             return self._execute(context, backend)
@@ -290,7 +293,7 @@ class IsolatedOperator(BaseOperator):
 
         shape = _downstream.dag_shape(self) if _downstream.may_decide_downstream(self.operator_path, self) else None
 
-        def seal(result_path: str) -> str:
+        def seal(result_path: str | None) -> str:
             return _seal(
                 keys,
                 environment=environment,
@@ -544,7 +547,7 @@ def _seal(
     connections: dict[str, Any],
     variables: dict[str, str],
     xcom_inputs: list[dict[str, Any]],
-    result_path: str,
+    result_path: str | None,
     lifetime: int,
     dag: dict[str, Any] | None = None,
     strict_xcom_pull: bool = True,

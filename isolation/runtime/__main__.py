@@ -119,6 +119,9 @@ def _open(args: argparse.Namespace) -> OpenedEnvelope:
     keys = source.load_keys(args.keys_dir)
     PHASES.mark("read")
     opened = source.open_text(text, keys, source.expected_subject())
+    from isolation.runtime import identity
+
+    identity.check_pod_identity(opened.header.subject)  # in a pod: its labels name the same task
     PHASES.mark("open")
     return opened
 

@@ -21,6 +21,8 @@ from isolation.transport import ENV_VAR_LIMIT, FILE_LIMIT, OpenedEnvelope, Subje
 ENVELOPE_VAR = "ISOLATION_ENVELOPE"
 ENVELOPE_FILE_VAR = "ISOLATION_ENVELOPE_FILE"
 KEYS_DIR_VAR = "ISOLATION_KEYS_DIR"
+# Set by the Kubernetes backend: the keys directory is the keys Secret's read-only volume.
+KEYS_SECRET_VOLUME_VAR = "ISOLATION_KEYS_SECRET_VOLUME"  # noqa: S105 - a variable name
 RESULT_PATH_VAR = "ISOLATION_RESULT_PATH"
 EXPECTED_SUBJECT_VAR = "ISOLATION_EXPECTED_SUBJECT"
 DEFAULT_ENVELOPE_FILE = "/var/run/isolation/envelope/envelope"
@@ -89,7 +91,7 @@ def load_keys(keys_dir: str | None, environ: MutableMapping[str, str] | None = N
     env = os.environ if environ is None else environ
     directory = keys_dir or env.get(KEYS_DIR_VAR) or DEFAULT_KEYS_DIR
     try:
-        return EnvironmentKeys.load(directory)
+        return EnvironmentKeys.load(directory, secret_volume=env.get(KEYS_SECRET_VOLUME_VAR) == "1")
     except IsolationError:
         raise
     except (OSError, ValueError) as exc:

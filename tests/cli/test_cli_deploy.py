@@ -159,7 +159,7 @@ def test_a_failing_install_exits_build_with_the_installer_message(built: Built) 
 def test_non_local_deploys_are_refused(built: Built, args: tuple[str, ...]) -> None:
     refused = built.run("deploy", *args)
     assert refused.code == 3, str(refused)
-    assert "error: the Kubernetes backend is not available yet; deploy --local builds local environments" in (
+    assert "error: isolationctl deploy cannot build Kubernetes images yet; deploy --local builds local" in (
         refused.stderr
     )
     assert "resolving" not in refused.stderr
