@@ -45,6 +45,8 @@ from isolation.errors import ConfigurationError, IsolatedTaskFailed, WarmServerU
 LIFELINE_ENV = "ISOLATION_LIFELINE_FD"
 MAX_LINE = 64 * 1024
 LOG_TAIL = 20
+# Set to 0/false/off on a worker to start every task cold, whatever its environment says.
+WARM_ENV = "ISOLATION_WARM"
 # Host variables the runtime may see; everything else stays behind.
 ALLOWED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
 _RESERVED_PREFIXES = ("AIRFLOW", "ISOLATION_", "PYTHON", "_AIRFLOW")
@@ -67,7 +69,8 @@ class LocalBackend(Backend):
         not start with ``AIRFLOW``, ``ISOLATION_`` or ``PYTHON``).
     :param warm: fork tasks from the environment's warm server (``True``), start a new
         interpreter per task (``False``), or follow the environment's ``[warm]`` setting
-        (``None``, the default; warm unless the environment says ``warm = false``).
+        (``None``, the default; warm unless the environment says ``warm = false`` or the
+        worker sets ``ISOLATION_WARM=0``).
     """
 
     name = "local"
@@ -148,7 +151,12 @@ class LocalBackend(Backend):
     def _warm_enabled(self, env: LocalEnvironment) -> bool:
         if not env.settings.sandboxed:
             return False  # a warm child makes its namespaces like a sandbox; none without one
-        return env.settings.warm.enabled if self.warm is None else self.warm
+        if self.warm is not None:
+            return self.warm
+        forced = os.environ.get(WARM_ENV, "").strip().lower()
+        if forced in ("0", "false", "off", "no"):
+            return False
+        return env.settings.warm.enabled
 
     def _run_warm(self, env: LocalEnvironment, envelope: bytes, result_fd: int, on_log: LogSink) -> RunOutcome:
         """The task in a fork of the environment's warm server (isolation.runtime.warm).
