@@ -64,6 +64,10 @@ _CONNECT_TIMEOUT = 2.0
 _SERVERS: list[subprocess.Popen[bytes]] = []
 
 
+class _Refused(WarmServerUnavailable):
+    """A socket or peer that is not ours: never replaced by a server of ours in its place."""
+
+
 def fingerprint(env: LocalEnvironment) -> str:
     """The build a server serves: any rebuild rewrites the environment's marker."""
     try:
@@ -84,9 +88,9 @@ def directory(env: LocalEnvironment, *, create: bool = True) -> Path:
     except FileNotFoundError:
         raise WarmServerUnavailable(f"no warm server directory {path}") from None
     if not stat.S_ISDIR(info.st_mode):
-        raise WarmServerUnavailable(f"{path} is not a directory (a symbolic link or a file): refused")
+        raise _Refused(f"{path} is not a directory (a symbolic link or a file): refused")
     if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise WarmServerUnavailable(
+        raise _Refused(
             f"{path} belongs to uid {info.st_uid} with mode {stat.S_IMODE(info.st_mode):o}: refused "
             f"(it must be this user's, mode 700)"
         )
@@ -99,11 +103,11 @@ def _check_socket(path: Path) -> None:
     except FileNotFoundError:
         raise WarmServerUnavailable("no warm server is running") from None
     if stat.S_ISLNK(info.st_mode):
-        raise WarmServerUnavailable(f"{path} is a symbolic link: refused")
+        raise _Refused(f"{path} is a symbolic link: refused")
     if not stat.S_ISSOCK(info.st_mode):
-        raise WarmServerUnavailable(f"{path} is not a socket: refused")
+        raise _Refused(f"{path} is not a socket: refused")
     if info.st_uid != os.getuid():
-        raise WarmServerUnavailable(f"{path} belongs to uid {info.st_uid}, not this user: refused")
+        raise _Refused(f"{path} belongs to uid {info.st_uid}, not this user: refused")
 
 
 def read_state(path: Path) -> dict[str, Any] | None:
@@ -133,7 +137,7 @@ def _verify(sock: socket.socket, state: dict[str, Any], path: Path) -> None:
     """The process that answers must be ours and the one recorded when the server started."""
     pid, uid = _peer(sock)
     if uid != os.getuid() or pid != state.get("server_pid"):
-        raise WarmServerUnavailable(f"the process behind {path} (pid {pid}, uid {uid}) is not the warm server: refused")
+        raise _Refused(f"the process behind {path} (pid {pid}, uid {uid}) is not the warm server: refused")
 
 
 def connect(env: LocalEnvironment) -> socket.socket:
@@ -165,17 +169,19 @@ def ensure(env: LocalEnvironment, base_env: Mapping[str, str]) -> socket.socket:
     """Connect to the warm server, starting one (or replacing a stale one) if needed."""
     try:
         return connect(env)
-    except WarmServerUnavailable as first:
-        if "refused" in first.message:
-            raise
+    except _Refused:
+        raise
+    except WarmServerUnavailable:
+        pass
     where = directory(env)
     with open(where / LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             return connect(env)  # another task started it while we waited
-        except WarmServerUnavailable as again:
-            if "refused" in again.message:
-                raise
+        except _Refused:
+            raise
+        except WarmServerUnavailable:
+            pass
         stop(env)
         start(env, base_env)
     return connect(env)
@@ -313,7 +319,7 @@ def start(env: LocalEnvironment, base_env: Mapping[str, str]) -> dict[str, Any]:
         # pid is recorded, and every later connection must reach that very process.
         if uid != os.getuid() or not _inside(pid, proc.pid):
             _kill(proc)
-            raise WarmServerUnavailable(f"the process behind {path} (pid {pid}) is not the warm server: refused")
+            raise _Refused(f"the process behind {path} (pid {pid}) is not the warm server: refused")
         state = {"pid": proc.pid, "server_pid": pid, "fingerprint": config["fingerprint"], "started": time.time()}
         try:
             write_atomic(where / STATE, json.dumps(state) + "\n", mode=0o600)
@@ -323,6 +329,18 @@ def start(env: LocalEnvironment, base_env: Mapping[str, str]) -> dict[str, Any]:
         return state
     _kill(proc)
     raise WarmServerUnavailable(f"the warm server did not answer within {START_TIMEOUT:.0f} s; see {where / LOG}")
+
+
+def _retire(env: LocalEnvironment, conn: socket.socket) -> None:
+    """A server that hangs serves no further task: end it (the verified peer) and forget it."""
+    pid, _ = _peer(conn)
+    if pid > 0 and pid != os.getpid():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    where = env.root / DIRECTORY
+    for name in (SOCKET, STATE):
+        with contextlib.suppress(FileNotFoundError):
+            (where / name).unlink()
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
@@ -424,6 +442,7 @@ def run(
             protocol.send(conn, request, (in_read, out_write, lifeline_fd, result_fd, *cgroup_fds))
             reply, fds = protocol.receive(conn)
         except TimeoutError:
+            _retire(env, conn)
             raise WarmServerUnavailable(
                 f"the warm server did not start the task within {REQUEST_TIMEOUT:.0f} s"
             ) from None

@@ -83,7 +83,7 @@ def receive(sock: socket.socket) -> tuple[dict[str, Any], list[int]]:
     except (ProtocolError, OSError, ValueError) as exc:
         for fd in fds:
             _close(fd)
-        if isinstance(exc, ProtocolError):
+        if isinstance(exc, (ProtocolError, TimeoutError)):
             raise
         raise ProtocolError(f"not a message of the warm protocol ({type(exc).__name__})") from None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
