@@ -231,6 +231,7 @@ def status(env: LocalEnvironment) -> dict[str, Any] | None:
             reply, _ = protocol.receive(sock)
     except (WarmServerUnavailable, protocol.ProtocolError, OSError):
         return None
+    reply["pid"] = state.get("server_pid")  # as this host sees it (the server says 2, its sandbox's)
     reply["sandbox_pid"] = state["pid"]
     reply["current"] = reply.get("fingerprint") == state.get("fingerprint") == _quiet_fingerprint(env)
     return reply
