@@ -334,3 +334,26 @@ def test_a_hung_server_times_out_the_task_runs_cold_and_the_server_is_ended(
         if hung.poll() is None:
             hung.kill()
             hung.wait()
+
+
+def test_a_warm_child_has_no_capability_the_full_filter_and_namespaces_of_its_own(backend: LocalBackend) -> None:
+    _run(backend, "true")
+    server = _server_pid(backend)
+    kinds = ("user", "mnt", "pid", "ipc", "uts", "net")
+    command = (
+        "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; "
+        + "; ".join(f"echo ns-{kind}=$(readlink /proc/self/ns/{kind})" for kind in kinds)
+        + "; unshare -U true 2>/dev/null && echo unshare-worked || echo unshare-refused; "
+        "mount -t tmpfs none /tmp/work 2>/dev/null && echo mount-worked || echo mount-refused"
+    )
+    outcome, logs = _run(backend, command)
+    text = _output(logs)
+    assert outcome.exit_code == 0, text
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert re.search(rf"{cap}:\s+0000000000000000", text), (cap, text)
+    assert re.search(r"NoNewPrivs:\s+1", text) and re.search(r"Seccomp:\s+2", text), text
+    assert "unshare-refused" in text and "mount-refused" in text, text
+    for kind in kinds:
+        mine = re.search(rf"ns-{kind}=(\S+)", text)
+        assert mine is not None, text
+        assert mine.group(1) != os.readlink(f"/proc/{server}/ns/{kind}"), kind
