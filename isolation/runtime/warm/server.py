@@ -34,6 +34,7 @@ CONFIG_VAR = "ISOLATION_WARM_CONFIG"
 # Imported before any task: what every task of the runtime needs.
 RUNTIME_MODULES = (
     "isolation.transport",
+    "isolation.transport.payload",
     "isolation.runtime.hardening",
     "isolation.runtime.source",
     "isolation.runtime.result",
@@ -42,7 +43,19 @@ RUNTIME_MODULES = (
     "isolation.runtime.compat",
     "isolation.runtime.operator",
     "isolation.runtime.context",
+    "isolation.runtime.contract",
+    "isolation.runtime.dagshape",
+    "isolation.runtime.decisions",
+    "isolation.runtime.taskflow",
+    "isolation.runtime.lifeline",
     "isolation.runtime.__main__",  # as a module: the server itself runs as __main__
+)
+# The operators most tasks wrap, in each major's spelling; a missing one is skipped quietly.
+COMMON_OPERATORS = (
+    "airflow.providers.standard.operators.python",
+    "airflow.providers.standard.operators.bash",
+    "airflow.operators.python",
+    "airflow.operators.bash",
 )
 _POLL = 1.0
 
@@ -308,9 +321,12 @@ def _preload(modules: list[str]) -> str:
 
     sandbox.check_no_database_url()
     home = sandbox.prepare()
-    for name in (*RUNTIME_MODULES, *modules):
+    for name in (*RUNTIME_MODULES, *COMMON_OPERATORS, *modules):
         try:
             importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if name not in COMMON_OPERATORS:
+                log(f"could not preload {name}: {exc}")
         except Exception as exc:
             log(f"could not preload {name}: {type(exc).__name__}: {exc}")
     # The imported objects never change again: keep the collector from touching (and so
