@@ -173,17 +173,21 @@ def ensure(env: LocalEnvironment, base_env: Mapping[str, str]) -> socket.socket:
         raise
     except WarmServerUnavailable:
         pass
-    where = directory(env)
-    with open(where / LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            return connect(env)  # another task started it while we waited
-        except _Refused:
-            raise
-        except WarmServerUnavailable:
-            pass
-        stop(env)
-        start(env, base_env)
+    try:
+        where = directory(env)
+        with open(where / LOCK, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return connect(env)  # another task started it while we waited
+            except _Refused:
+                raise
+            except WarmServerUnavailable:
+                pass
+            stop(env)
+            start(env, base_env)
+    except OSError as exc:
+        # A full disk, a read-only environments home: the task still runs, cold.
+        raise WarmServerUnavailable(f"cannot start a warm server in {env.root / DIRECTORY} ({exc})") from None
     return connect(env)
 
 
