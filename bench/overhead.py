@@ -6,12 +6,20 @@ The same trivial callable (``isolation.example_dags.probes:noop``) runs as
   (b) an ``ExternalPythonOperator`` into the modern environment's virtualenv (Python 3.13,
       Airflow 3.3.2): another interpreter, no isolation (the peer),
   (c) an ``IsolatedOperator`` wrapping a ``PythonOperator`` in that same environment with
-      the local backend: another interpreter plus sealing, a scrubbed child and the
-      runtime's guards.
+      the local backend, cold (``LocalBackend(warm=False)``): another interpreter plus
+      sealing, a scrubbed child, the sandbox and the runtime's guards,
+  (d) the same, warm (``LocalBackend(warm=True)``): a fork of the environment's warm
+      server, in namespaces of its own (docs/howto-local.md).
 
-Each round runs one DAG run holding the three tasks with ``dag.test()`` (temporary
+Each round runs one DAG run holding the four tasks with ``dag.test()`` (temporary
 ``AIRFLOW_HOME``, SQLite); a task's wall time is its task instance's end minus start as
-Airflow records it. The ratio c/b compares medians; the target is <= 1.0.
+Airflow records it. Medians are compared: c/b (target <= 1.0); ``warm_overhead_ms`` =
+d - a (target <= 50 ms) and ``ratio_warm_vs_external`` = d/b (target <= 0.1).
+
+Throughput: 20 tasks, 4 at a time, through the local backend warm, against 20 new
+interpreters of the environment importing Airflow and running the callable (what
+ExternalPythonOperator starts per task), also 4 at a time. Memory: the warm server's
+RSS and the unique memory (USS) of one task's child while it runs.
 
 Then the sandbox's own cost per task, ``sandbox_overhead_ms`` (sandboxed against
 ``sandbox = "none"`` in the same run, paired; target <= 15 ms): see ``bench/sandbox.py``.
@@ -36,7 +44,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "bench_overhead"
-TASKS = {"a": "plain_python", "b": "external_python", "c": "isolated_python"}
+TASKS = {"a": "plain_python", "b": "external_python", "c": "isolated_python", "d": "isolated_warm"}
 
 DAG_FILE = """
 import datetime as dt
@@ -46,6 +54,7 @@ from airflow.providers.standard.operators.python import ExternalPythonOperator, 
 from airflow.sdk import DAG
 
 from isolation import IsolatedOperator
+from isolation.backends import LocalBackend
 from isolation.example_dags.probes import noop
 
 with DAG("bench_overhead", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
@@ -58,6 +67,14 @@ with DAG("bench_overhead", schedule=None, start_date=dt.datetime(2024, 1, 1)) as
         operator="airflow.providers.standard.operators.python.PythonOperator",
         environment="modern",
         python_callable=noop,
+        backend=LocalBackend(warm=False),
+    )
+    IsolatedOperator(
+        task_id="isolated_warm",
+        operator="airflow.providers.standard.operators.python.PythonOperator",
+        environment="modern",
+        python_callable=noop,
+        backend=LocalBackend(warm=True),
     )
 """
 
@@ -155,6 +172,15 @@ def main(argv: list[str] | None = None) -> int:
             "target_ratio_isolated_vs_external": 1.0,
             "wall_seconds": round(time.monotonic() - started, 1),
         }
+        warm_ms = (medians[TASKS["d"]] - medians[TASKS["a"]]) * 1000
+        result["warm_overhead_ms"] = round(warm_ms, 1)
+        result["ratio_warm_vs_external"] = round(medians[TASKS["d"]] / medians[TASKS["b"]], 3)
+        result["target_warm_overhead_ms"] = 50
+        result["target_ratio_warm_vs_external"] = 0.1
+        import warm as warm_bench  # bench/warm.py, beside this file
+
+        result["throughput"] = warm_bench.throughput(tasks=20, parallel=4)
+        result["memory"] = warm_bench.memory()
         import sandbox as sandbox_bench  # bench/sandbox.py, beside this file
 
         pairs = (10, 2) if args.quick else (30, 6)
@@ -165,12 +191,22 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result))
         else:
             print(f"Airflow {airflow.__version__} host, Python {platform.python_version()}; {rounds} rounds")
-            labels = {"a": "(a) PythonOperator, host", "b": "(b) ExternalPythonOperator", "c": "(c) IsolatedOperator"}
+            labels = {
+                "a": "(a) PythonOperator, host",
+                "b": "(b) ExternalPythonOperator",
+                "c": "(c) IsolatedOperator, cold",
+                "d": "(d) IsolatedOperator, warm",
+            }
             for key, task in TASKS.items():
                 stats = result["seconds_per_task"][task]
                 spread = f"(min {stats['min']:.3f}, max {stats['max']:.3f})"
                 print(f"  {labels[key]:<30} median {stats['median']:.3f} s  {spread}")
             print(f"  ratio c/b = {ratio:.3f} (target <= 1.0); c/a = {result['ratio_isolated_vs_plain']:.1f}")
+            print(
+                f"  warm_overhead_ms = d - a = {result['warm_overhead_ms']:.1f} (target <= 50); "
+                f"ratio_warm_vs_external = d/b = {result['ratio_warm_vs_external']:.3f} (target <= 0.1)"
+            )
+            warm_bench.report(result["throughput"], result["memory"])
             sandbox_bench.report(sandbox_cost)
         return 0
     finally:

@@ -8,6 +8,7 @@
     │   └── RotationError             a rotation step would break open envelopes
     ├── PayloadError                  a value cannot travel in an envelope
     ├── ConfigurationError            settings, environments, keyring paths
+    │   ├── WarmServerUnavailable     host: no usable warm server; the task starts cold
     │   ├── UnsupportedFunction       host: a ``@task.isolated`` function cannot be sealed
     │   └── InvalidOperatorArguments  host, DAG parse: the wrapped operator does not take an
     │                                 argument; also Airflow's TypeError
@@ -58,6 +59,7 @@ __all__ = [
     "RotationError",
     "TaskTerminated",
     "UnsupportedFunction",
+    "WarmServerUnavailable",
     "XComNotProvided",
 ]
 
@@ -142,6 +144,13 @@ class PayloadError(IsolationError):
 
 class ConfigurationError(IsolationError):
     """Settings, environment definitions or keyring locations are unusable."""
+
+
+class WarmServerUnavailable(ConfigurationError):
+    """No warm server can take this task (missing, stale, not ours, hung, failed before it started).
+
+    The local backend catches it and starts the task cold, saying why in one log line.
+    """
 
 
 class UnsupportedFunction(ConfigurationError):

@@ -27,7 +27,7 @@ from isolation.environments.spec import EnvironmentSpec, load_spec
 from isolation.errors import ConfigurationError, IsolationError
 from isolation.keyring import RECIPIENT_FILE, HostKeyring, check_environment_name
 from isolation.transport.keyset import Keyset
-from isolationctl import _audit
+from isolationctl import _audit, warm
 from isolationctl._files import write_atomic
 from isolationctl._project import Locations, Project
 from isolationctl._ui import ExitCode, done, emit_json, fail, note, table, warn
@@ -36,6 +36,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Define, list, show and remove the isolated environments of a project (environments/<name>/).",
 )
+app.add_typer(warm.app, name="warm")
 
 # The runtime needs Python 3.10 or later inside every environment.
 MIN_PYTHON = (3, 10)

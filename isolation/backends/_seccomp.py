@@ -168,15 +168,22 @@ def _add(lib: ctypes.CDLL, ctx: int, action: int, name: str, *conditions: _ArgCm
     return True
 
 
-@functools.lru_cache(maxsize=1)
-def filter_program() -> bytes:
-    """The compiled BPF program for bubblewrap's ``--seccomp`` (built once per process)."""
+@functools.lru_cache(maxsize=2)
+def filter_program(*, allow_namespaces: bool = False) -> bytes:
+    """The compiled BPF program for bubblewrap's ``--seccomp`` (built once per process).
+
+    ``allow_namespaces`` is the warm server's: it lets ``unshare`` and ``mount`` through,
+    so that each fork can make its own namespaces; every fork then stacks the full
+    filter before any task code runs (isolation.runtime.warm.child).
+    """
     lib = _library()
     ctx = lib.seccomp_init(_ACT_ALLOW)
     if not ctx:
         raise ConfigurationError("libseccomp could not create a filter")
     try:
         for name in DENIED:
+            if allow_namespaces and name in ("unshare", "mount"):
+                continue
             _add(lib, ctx, _act_errno(errno.EPERM), name)
         for name in NOT_IMPLEMENTED:
             _add(lib, ctx, _act_errno(errno.ENOSYS), name)

@@ -35,16 +35,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from isolation.backends import _process, sandbox
+from isolation.backends import _process, _warm, sandbox
 from isolation.backends.base import MAX_RESULT_BYTES, Backend, LogSink, RunOutcome, Sealer
 from isolation.environments.local import LocalEnvironment, find_local
 from isolation.environments.settings import describe
-from isolation.errors import ConfigurationError, IsolatedTaskFailed
+from isolation.errors import ConfigurationError, IsolatedTaskFailed, WarmServerUnavailable
 
 # The runtime side: isolation.runtime.lifeline (the same name, read once and removed).
 LIFELINE_ENV = "ISOLATION_LIFELINE_FD"
 MAX_LINE = 64 * 1024
 LOG_TAIL = 20
+# Set to 0/false/off on a worker to start every task cold, whatever its environment says.
+WARM_ENV = "ISOLATION_WARM"
 # Host variables the runtime may see; everything else stays behind.
 ALLOWED_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "TZ")
 _RESERVED_PREFIXES = ("AIRFLOW", "ISOLATION_", "PYTHON", "_AIRFLOW")
@@ -65,6 +67,10 @@ class LocalBackend(Backend):
     :param kill_grace: seconds between SIGTERM and SIGKILL when a task is stopped.
     :param extra_env: plain, non-secret variables for the isolated process (names may
         not start with ``AIRFLOW``, ``ISOLATION_`` or ``PYTHON``).
+    :param warm: fork tasks from the environment's warm server (``True``), start a new
+        interpreter per task (``False``), or follow the environment's ``[warm]`` setting
+        (``None``, the default; warm unless the environment says ``warm = false`` or the
+        worker sets ``ISOLATION_WARM=0``).
     """
 
     name = "local"
@@ -77,6 +83,7 @@ class LocalBackend(Backend):
         *,
         kill_grace: float = 5.0,
         extra_env: Mapping[str, str] | None = None,
+        warm: bool | None = None,
     ) -> None:
         self.envs_home = Path(envs_home) if envs_home is not None else None
         self.kill_grace = kill_grace
@@ -84,12 +91,14 @@ class LocalBackend(Backend):
         for key in self.extra_env:
             if key.upper().startswith(_RESERVED_PREFIXES):
                 raise ValueError(f"extra_env may not set {key!r}: that name is reserved for Airflow and isolation")
+        self.warm = warm
         self._proc: subprocess.Popen[bytes] | None = None
+        self._warm_task: _warm.WarmTask | None = None
         self._in_sandbox = False
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"LocalBackend(envs_home={str(self.envs_home) if self.envs_home else None!r})"
+        return f"LocalBackend(envs_home={str(self.envs_home) if self.envs_home else None!r}, warm={self.warm!r})"
 
     # -- Backend -----------------------------------------------------------------
 
@@ -124,9 +133,109 @@ class LocalBackend(Backend):
             on_log(NO_SANDBOX_WARNING.format(name=environment))
         # The result comes back in memory: nothing to clean up, nothing left on disk if we die.
         result_fd = os.memfd_create(f"isolation-result-{environment}", os.MFD_CLOEXEC)
-        workdir: Path | None = None
         try:
             envelope = seal(f"/proc/self/fd/{result_fd}").encode("ascii")
+            if self._warm_enabled(env):
+                try:
+                    return self._run_warm(env, envelope, result_fd, on_log)
+                except WarmServerUnavailable as exc:
+                    on_log(f"isolation: warm server not used: {exc.message}; starting the task cold")
+                    # A child that never got the envelope may still hold the old memory file.
+                    fresh = os.memfd_create(f"isolation-result-{environment}", os.MFD_CLOEXEC)
+                    os.dup2(fresh, result_fd, inheritable=False)
+                    os.close(fresh)
+            return self._run_cold(env, envelope, result_fd, on_log)
+        finally:
+            os.close(result_fd)
+
+    def _warm_enabled(self, env: LocalEnvironment) -> bool:
+        if not env.settings.sandboxed:
+            return False  # a warm child makes its namespaces like a sandbox; none without one
+        if self.warm is not None:
+            return self.warm
+        forced = os.environ.get(WARM_ENV, "").strip().lower()
+        if forced in ("0", "false", "off", "no"):
+            return False
+        return env.settings.warm.enabled
+
+    def _run_warm(self, env: LocalEnvironment, envelope: bytes, result_fd: int, on_log: LogSink) -> RunOutcome:
+        """The task in a fork of the environment's warm server (isolation.runtime.warm).
+
+        Raises WarmServerUnavailable while nothing of the task ran; once the child is
+        ready, a failure of the server fails the task (it is never run twice).
+        """
+        conn = _warm.ensure(env, self._base_environment())
+        lifeline_read, lifeline_write = os.pipe()
+        cgroup = sandbox.task_cgroup(env.settings)
+        cgroup_fds: list[int] = []
+        task: _warm.WarmTask | None = None
+        try:
+            if cgroup is not None:
+                cgroup_fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in cgroup.directories]
+            child_env = self.sandbox_environment(env, result_fd)
+            lifeline_number = 3 if result_fd != 3 else 4
+            child_env[LIFELINE_ENV] = str(lifeline_number)
+            task = _warm.run(
+                conn,
+                env,
+                child_env,
+                lifeline_fd=lifeline_read,
+                lifeline_number=lifeline_number,
+                result_fd=result_fd,
+                cgroup_fds=tuple(cgroup_fds),
+            )
+        except BaseException:
+            os.close(lifeline_write)
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        finally:
+            os.close(lifeline_read)
+            for fd in cgroup_fds:
+                os.close(fd)
+        on_log(f"isolation: {sandbox.enforcement(sandbox.Launch([], (), [], cgroup))}; warm start")
+        with self._lock:
+            self._warm_task = task
+        limits = env.settings.limits
+        try:
+            deadline = time.monotonic() + limits.wall_clock
+            pumped = _pump(task, envelope, on_log, log_limit=limits.log, deadline=deadline)  # type: ignore[arg-type]
+            code = -signal.SIGKILL if pumped.timed_out else task.wait()
+        finally:
+            with self._lock:
+                self._warm_task = None
+            task.terminate_tree(self.kill_grace)
+            os.close(lifeline_write)
+            if cgroup is not None:
+                cgroup.remove()
+            for stream in (task.stdin, task.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()
+        if pumped.timed_out:
+            raise self._wall_clock_error(env)
+        if task.server_lost:
+            raise IsolatedTaskFailed(
+                f"the warm server of environment {env.name!r} ended while the task ran; the task was stopped",
+                hint=f"see {_warm.directory(env, create=False) / _warm.LOG}; the next task starts a new server "
+                "(or cold: set warm = false in the environment's isolation.toml)",
+            )
+        assert code is not None
+        return RunOutcome(code, _read_result(result_fd), tuple(pumped.tail))
+
+    def _wall_clock_error(self, env: LocalEnvironment) -> IsolatedTaskFailed:
+        limits = env.settings.limits
+        return IsolatedTaskFailed(
+            f"the isolated task in environment {env.name!r} ran longer than its wall-clock limit "
+            f"of {limits.wall_clock} s and was stopped",
+            hint=f"raise [limits] wall_clock in environments/{env.name}/isolation.toml and rebuild, "
+            "or make the task faster",
+        )
+
+    def _run_cold(self, env: LocalEnvironment, envelope: bytes, result_fd: int, on_log: LogSink) -> RunOutcome:
+        """The task in a new interpreter (in a new sandbox, unless the environment has none)."""
+        environment = env.name
+        workdir: Path | None = None
+        try:
             # The child watches the read end; only this process holds the write end, so
             # the child learns of our death even from SIGKILL (see isolation.runtime.lifeline).
             lifeline_read, lifeline_write = os.pipe()
@@ -171,26 +280,27 @@ class LocalBackend(Backend):
                         with contextlib.suppress(OSError):
                             stream.close()
             if pumped.timed_out:
-                raise IsolatedTaskFailed(
-                    f"the isolated task in environment {environment!r} ran longer than its wall-clock limit "
-                    f"of {limits.wall_clock} s and was stopped",
-                    hint=f"raise [limits] wall_clock in environments/{environment}/isolation.toml and rebuild, "
-                    "or make the task faster",
-                )
+                raise self._wall_clock_error(env)
             result = _read_result(result_fd)
             failure = sandbox.startup_failure(code, pumped.tail) if launch is not None and result is None else None
             if failure is not None:
                 raise failure
             return RunOutcome(code, result, tuple(pumped.tail))
         finally:
-            os.close(result_fd)
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
 
     def cancel(self) -> None:
         # Runs inside a signal handler (on_kill): signal now, escalate later, never block.
         with self._lock:
-            proc = self._proc
+            proc, warm_task = self._proc, self._warm_task
+        if warm_task is not None:
+            # The task is pid 1 of its own namespaces: a KILL after the grace ends all of it.
+            warm_task.send_signal(signal.SIGTERM)
+            timer = threading.Timer(self.kill_grace, warm_task.send_signal, args=(signal.SIGKILL,))
+            timer.daemon = True
+            timer.start()
+            return
         if proc is None or proc.poll() is not None:
             return
         tree = _process.descendants(proc.pid)

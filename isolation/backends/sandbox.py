@@ -41,6 +41,8 @@ from isolation.environments.settings import SandboxSettings
 from isolation.errors import ConfigurationError
 
 KEYS_DIR = "/run/isolation/keys"
+# Where a root worker's warm server holds the host /proc (isolation.runtime.warm.child hides it).
+WARM_HOST_PROC = "/run/isolation/host-proc"
 # Paths inside the sandbox's own fresh tmpfs, not the host's /tmp.
 TMP = "/tmp"  # noqa: S108
 HOME = "/tmp/home"  # noqa: S108
@@ -256,10 +258,11 @@ def _bwrap_argv(
     binds: Sequence[Bind],
     env_name: str,
     passwd: tuple[str, str],
+    warm_server: bool = False,
 ) -> Launch:
     fds: list[int] = []
     try:
-        seccomp_fd = _data_fd(_seccomp.filter_program())
+        seccomp_fd = _data_fd(_seccomp.filter_program(allow_namespaces=warm_server))
         fds.append(seccomp_fd)
         passwd_fd = _data_fd(passwd[0].encode())
         fds.append(passwd_fd)
@@ -272,7 +275,15 @@ def _bwrap_argv(
     argv = [bwrap, "--unshare-user", "--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup"]
     if settings.network != "host":
         argv.append("--unshare-net")
-    argv += ["--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if warm_server:
+        # A warm server outlives the task that started it, and its forks make namespaces
+        # of their own (isolation.runtime.warm.child), each then as confined as a cold task.
+        argv += ["--new-session", "--cap-drop", "ALL"]
+        if os.getuid() == 0:
+            # A root worker's fork may map uid 0 into its own user namespace only with this.
+            argv += ["--cap-add", "CAP_SETFCAP"]
+    else:
+        argv += ["--disable-userns", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
     argv += ["--hostname", HOSTNAME, "--ro-bind", "/usr", "/usr"]
     for top in _TOP_LEVEL:
         if os.path.islink(top):
@@ -285,9 +296,17 @@ def _bwrap_argv(
     argv += ["--ro-bind-data", str(passwd_fd), "/etc/passwd", "--ro-bind-data", str(group_fd), "/etc/group"]
     # A root worker's sandbox is uid 0 on the host: without this it could write the
     # kernel's global settings (kernel.core_pattern, ...), which bubblewrap leaves writable.
-    argv += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
-    argv += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
-    if os.getuid() == 0:
+    argv += ["--proc", "/proc"]
+    if warm_server:
+        # Each fork mounts a /proc of its own and covers these itself. The kernel lets it
+        # only while some /proc in view is not covered: for a root worker (whose sandbox's
+        # /proc bubblewrap covers), the host's, read-only and hidden from each task.
+        if os.getuid() == 0:
+            argv += ["--ro-bind", "/proc", WARM_HOST_PROC]
+    else:
+        argv += ["--ro-bind", "/proc/sys", "/proc/sys"]
+        argv += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger"]
+    if os.getuid() == 0 and not warm_server:
         # Mode 0400 files of root's: a root worker's sandbox owns them. Nothing a task needs.
         for name in ROOT_ONLY_PROC_FILES:
             if os.path.exists(f"/proc/{name}"):  # the sandbox's /proc has the same files
@@ -313,6 +332,7 @@ def command(
     program: Sequence[str],
     env_name: str,
     extra_binds: Sequence[Bind] = (),
+    warm_server: bool = False,
 ) -> Launch:
     """The full sandboxed command line for ``program`` in the environment at ``venv``.
 
@@ -325,8 +345,12 @@ def command(
     binds.append(Bind(real_venv, str(venv)))
     binds.append(Bind(Path(os.path.realpath(keys_dir)), KEYS_DIR))
     binds += extra_binds
-    launch = _bwrap_argv(bwrap, settings, binds=binds, env_name=env_name, passwd=_passwd_line())
+    launch = _bwrap_argv(
+        bwrap, settings, binds=binds, env_name=env_name, passwd=_passwd_line(), warm_server=warm_server
+    )
     launch.argv += list(program)
+    if warm_server:
+        return launch  # each task joins a cgroup of its own (isolation.backends._warm)
     launch.cgroup = task_cgroup(settings)
     if launch.cgroup is not None:
         launch.argv = launch.cgroup.launcher() + launch.argv

@@ -12,6 +12,11 @@
     log = "64MiB"            # task output forwarded to the host log; the rest is dropped
     tmp = "1GiB"             # the in-memory /tmp (HOME, TMPDIR, working directory)
 
+    [warm]                   # or warm = false: every task starts a new interpreter
+    enabled = true           # fork each task from a pre-loaded runtime (docs/howto-local.md)
+    idle_timeout = "15m"     # the warm server exits after this long without a task
+    preload = []             # modules the server imports once, e.g. the environment's operators
+
 Every key is optional; the defaults are the values above. The file is read when the
 environment is built and recorded with it, so the backend never reads a project tree at
 task time. An unknown key or value is an error, never ignored: a typo in a security
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,15 @@ class Limits:
     tmp: int = 2**30
 
 
+@dataclass(frozen=True)
+class WarmSettings:
+    """Whether tasks fork from a warm server (see isolation.runtime.warm), and its options."""
+
+    enabled: bool = True
+    idle_timeout: int = 15 * 60
+    preload: tuple[str, ...] = ()
+
+
 _MINIMUM = Limits(memory=512 * 2**20, processes=16, wall_clock=1, log=4096, tmp=2**20)
 
 
@@ -73,6 +87,7 @@ class SandboxSettings:
     sandbox: str = "bubblewrap"
     network: str = "none"
     limits: Limits = field(default_factory=Limits)
+    warm: WarmSettings = field(default_factory=WarmSettings)
 
     @property
     def sandboxed(self) -> bool:
@@ -90,6 +105,12 @@ class SandboxSettings:
         malformed = ConfigurationError(f"{where}: sandbox settings are malformed", hint="rebuild the environment")
         try:
             settings = cls(str(data["sandbox"]), str(data["network"]), Limits(**{k: int(v) for k, v in limits.items()}))
+            if "warm" in data:  # absent from environments built before warm servers
+                warm = data["warm"]
+                preload = tuple(str(m) for m in warm["preload"])
+                settings = replace(
+                    settings, warm=WarmSettings(bool(warm["enabled"]), int(warm["idle_timeout"]), preload)
+                )
         except (KeyError, TypeError, ValueError):
             raise malformed from None
         if settings.sandbox not in SANDBOXES or settings.network not in NETWORKS:
@@ -97,7 +118,7 @@ class SandboxSettings:
         return settings
 
 
-def _quantity(value: Any, key: str, where: str) -> int:
+def _quantity(value: Any, key: str, where: str, *, key_name: str | None = None) -> int:
     """A limit's value: a whole number, or (where the limit has units) a string like "4GiB"."""
     units, example = _LIMIT_UNITS[key]
     if isinstance(value, int) and not isinstance(value, bool):
@@ -105,7 +126,7 @@ def _quantity(value: Any, key: str, where: str) -> int:
     match = _QUANTITY.fullmatch(value.strip()) if isinstance(value, str) and units is not _COUNT else None
     factor = units.get(match.group(2).lower()) if match else None
     if match is None or factor is None:
-        raise ConfigurationError(f"{where}: limits.{key} must be {example}")
+        raise ConfigurationError(f"{where}: {key_name or 'limits.' + key} must be {example}")
     return int(match.group(1)) * factor
 
 
@@ -123,7 +144,7 @@ def parse_settings(text: str, where: str) -> SandboxSettings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{where} is not valid TOML ({exc})") from None
-    unknown = sorted(set(data) - {"sandbox", "network", "limits"})
+    unknown = sorted(set(data) - {"sandbox", "network", "limits", "warm"})
     if unknown:
         raise ConfigurationError(f"{where}: unknown setting(s) {', '.join(unknown)}", hint=f"see {__name__} docs")
     raw = data.get("limits", {})
@@ -145,7 +166,27 @@ def parse_settings(text: str, where: str) -> SandboxSettings:
         sandbox=_choice(data, "sandbox", SANDBOXES, where),
         network=_choice(data, "network", NETWORKS, where),
         limits=Limits(**values),
+        warm=_warm(data.get("warm", True), where),
     )
+
+
+def _warm(raw: Any, where: str) -> WarmSettings:
+    if isinstance(raw, bool):
+        return WarmSettings(enabled=raw)
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"{where}: warm must be true, false or a [warm] table")
+    unknown = sorted(set(raw) - set(WarmSettings.__dataclass_fields__))
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown warm setting(s) {', '.join(unknown)}")
+    enabled, preload = raw.get("enabled", True), raw.get("preload", [])
+    if not isinstance(enabled, bool):
+        raise ConfigurationError(f"{where}: warm.enabled must be true or false")
+    if not isinstance(preload, list) or not all(isinstance(m, str) and m for m in preload):
+        raise ConfigurationError(f"{where}: warm.preload must be a list of module names")
+    idle = _quantity(
+        raw.get("idle_timeout", WarmSettings.idle_timeout), "wall_clock", where, key_name="warm.idle_timeout"
+    )
+    return WarmSettings(enabled, max(idle, 1), tuple(preload))
 
 
 def load_settings(directory: Path) -> SandboxSettings:
@@ -164,10 +205,12 @@ def describe(settings: SandboxSettings) -> str:
     """One line for every task log: how this task is confined."""
     if not settings.sandboxed:
         return "sandbox: none (the task runs with the worker's authority); network: host"
+    warm = "warm (forked from a pre-loaded runtime)" if settings.warm.enabled else "cold"
     lim = settings.limits
     return (
         f"sandbox: bubblewrap; network: {settings.network}; limits: memory {_human(lim.memory)}, "
-        f"{lim.processes} processes, wall clock {lim.wall_clock}s, log {_human(lim.log)}, tmp {_human(lim.tmp)}"
+        f"{lim.processes} processes, wall clock {lim.wall_clock}s, log {_human(lim.log)}, tmp {_human(lim.tmp)}; "
+        f"start: {warm}"
     )
 
 

@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--keys-dir", metavar="PATH", help=f"the environment's keys directory (${source.KEYS_DIR_VAR})")
     parser.add_argument("--result-path", metavar="PATH", help=f"where to write the result (${source.RESULT_PATH_VAR})")
+    parser.add_argument("--serve", action="store_true", help="run as the warm server (isolation.runtime.warm)")
     return parser
 
 
@@ -129,6 +130,10 @@ def _open(args: argparse.Namespace) -> OpenedEnvelope:
 def run(argv: Sequence[str] | None = None) -> int:
     """Everything ``main`` does, returning the exit code (callable from tests)."""
     args = _parser().parse_args(argv)
+    if args.serve:
+        from isolation.runtime.warm.server import main as serve
+
+        return serve()
     lifeline.watch()
     from isolation.runtime import result
 

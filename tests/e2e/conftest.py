@@ -76,7 +76,39 @@ def airflow_env():
         [sys.executable, str(HERE / "seed.py")], capture_output=True, text=True, check=False, cwd=HERE
     )
     assert seeded.returncode == 0, seeded.stderr[-2000:]
-    return SESSION
+    # Started now, so that a test counting the machine's sandboxes finds them already there
+    # (they serve every DAG run of the session); drained when the session ends.
+    started = _start_warm_servers(("legacy", "modern"))
+    try:
+        yield SESSION
+    finally:
+        _stop_warm_servers(started)
+
+
+def _start_warm_servers(names) -> list:
+    from isolation.backends import LocalBackend, _warm
+
+    backend = LocalBackend(ENVS_HOME)
+    started = []
+    for name in names:
+        env = backend.locate(name)
+        _warm.ensure(env, backend._base_environment()).close()
+        started.append(env)
+    return started
+
+
+def _stop_warm_servers(envs) -> None:
+    from isolation.backends import _warm
+
+    for env in envs:
+        _warm.stop(env)
+
+
+@pytest.fixture(params=["cold", "warm"])
+def start_path(request, monkeypatch):
+    """Run the test's DAG runs on the cold path (a new interpreter per task) and on the warm one."""
+    monkeypatch.setenv("ISOLATION_WARM", "1" if request.param == "warm" else "0")
+    return request.param
 
 
 def _fake_envs(legacy_python: Path) -> None:

@@ -114,7 +114,10 @@ def hostnet(airflow_env):
         keyring.save_recipient(recipient)
         marker = {**modern, "name": HOSTNET, "sandbox": settings}
         (root / "environment.json").write_text(json.dumps(marker, indent=2) + "\n")
-    return HOSTNET
+    yield HOSTNET
+    from isolation.backends import LocalBackend, _warm
+
+    _warm.stop(LocalBackend(ENVS_HOME).locate(HOSTNET))
 
 
 def _dag_module() -> Any:
@@ -146,14 +149,20 @@ def _planted() -> list[Path]:
     return sorted(found)
 
 
-@pytest.fixture(scope="module")
-def run(airflow_env, hostnet, servers):
+@pytest.fixture(scope="module", params=["cold", "warm"])
+def run(request, airflow_env, hostnet, servers):
+    """The catalogue's DAG run, once on each start path: a new interpreter per task, and a warm fork."""
     before = _planted()
+    os.environ["ISOLATION_WARM"] = "1" if request.param == "warm" else "0"
+    for server in servers.values():
+        server.seen.clear()  # what this run's tasks reached, not the other path's
     try:
         result = run_dag("e2e_breakout", timeout=600)
         result.planted_before = before  # type: ignore[attr-defined]
+        result.start_path = request.param  # type: ignore[attr-defined]
         yield result
     finally:
+        os.environ.pop("ISOLATION_WARM", None)
         # A planted .pth would stay in the cached environments: the test that found it failed; remove it.
         for path in set(_planted()) - set(before):
             path.unlink(missing_ok=True)
@@ -214,9 +223,13 @@ def test_the_catalogue_ran_in_every_sandbox(run):
 def test_host_process_environ_is_out_of_reach(run, label):
     result = _probe(run, label, "read_environ")
     _blocked(result)
-    # It did read its own parent's environ (the sandbox's): nothing of the host was in it;
-    # the host task's own pid is not there to read.
-    assert result["evidence"]["ppid_environ"] == "read"
+    # Cold: it did read its own parent's environ (bubblewrap's): nothing of the host was in
+    # it. Warm: the runtime is pid 1 of its own namespaces and has no parent it can see.
+    # Either way the host task's own pid is not there to read.
+    if run.start_path == "cold":
+        assert result["evidence"]["ppid_environ"] == "read"
+    else:
+        assert result["evidence"]["ppid"] == 0 and result["evidence"]["ppid_environ"] == "no parent"
     assert result["evidence"]["matches"] == []
     assert result["evidence"]["denied"] >= 1
 
@@ -282,7 +295,9 @@ def test_no_process_outside_the_sandbox_is_reachable(run, label):
     result = _probe(run, label, "process_access")
     _blocked(result)
     host_pid, *inside = result["pids"]
-    assert inside, "the probe saw no other process of its sandbox to try"
+    # Cold: bubblewrap is in the sandbox to try. Warm: the runtime is pid 1, alone with its
+    # own children (the system calls are refused all the same: test_dangerous_system_calls...).
+    assert inside or run.start_path == "warm", "the probe saw no other process of its sandbox to try"
     host = result["targets"][0]
     assert host["target"] == host_pid and "pidfd_open=ESRCH" in host["how"], host
     # Inside the sandbox, the system calls themselves are refused.
@@ -416,7 +431,7 @@ def _files_under(root: Path) -> set[Path]:
     return {path for path in root.rglob("*") if not path.is_dir()}
 
 
-def test_a_sigkilled_host_leaves_no_file_and_no_process(airflow_env, monkeypatch):
+def test_a_sigkilled_host_leaves_no_file_and_no_process(airflow_env, monkeypatch, start_path):
     monkeypatch.setenv("E2E_BREAKOUT_KILL", "1")
     before = _files_under(TMP)
     proc = start_dag("e2e_breakout")
@@ -435,7 +450,8 @@ def test_a_sigkilled_host_leaves_no_file_and_no_process(airflow_env, monkeypatch
         written, daemon, pidns = json.loads(match.group(1)), json.loads(match.group(2)), int(match.group(4))
         assert daemon["blocked"] is False and daemon["evidence"]["pidns"] == pidns, daemon
         inside = namespace_processes(pidns)
-        assert len(inside) >= 3, "the sandbox should hold bubblewrap, the runtime and the daemon"
+        # Cold: bubblewrap, the runtime and the daemon; warm: the runtime (pid 1) and the daemon.
+        assert len(inside) >= (3 if start_path == "cold" else 2), inside
         # The files are really there, in the sandbox's own file system (seen through its /proc root).
         assert "/tmp/home/isolation-breakout-left-behind" in written, written
         seen = {path for path in written for pid in inside if os.path.exists(f"/proc/{pid}/root{path}")}

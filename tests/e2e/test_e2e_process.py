@@ -37,7 +37,7 @@ def _wait_for_isolated_pids(proc) -> tuple[list[str], int]:
 
 @pytest.mark.envs
 @pytest.mark.slow
-def test_killing_the_task_kills_the_isolated_tree(airflow_env):
+def test_killing_the_task_kills_the_isolated_tree(airflow_env, start_path):
     proc = start_dag("e2e_kill")
     try:
         lines, pidns = _wait_for_isolated_pids(proc)
@@ -50,6 +50,7 @@ def test_killing_the_task_kills_the_isolated_tree(airflow_env):
             proc.wait()
     run = finish(proc, "".join(lines) + rest)
     assert run.states["long"] == "failed"
+    assert ("; warm start" in run.logs["long"]) == (start_path == "warm"), run.logs["long"][-3000:]
     # The runtime ran the operator's on_kill and said why it stopped.
     assert "the isolated task was terminated by signal 15" in run.logs["long"], run.logs["long"][-3000:]
     assert wait_namespace_empty(pidns, 10) == [], "an isolated process outlived the task"
@@ -58,7 +59,7 @@ def test_killing_the_task_kills_the_isolated_tree(airflow_env):
 
 @pytest.mark.envs
 @pytest.mark.slow
-def test_a_host_killed_without_warning_takes_the_isolated_tree_with_it(airflow_env):
+def test_a_host_killed_without_warning_takes_the_isolated_tree_with_it(airflow_env, start_path):
     # SIGKILL gives the host no chance to run on_kill: only the lifeline pipe tells the runtime.
     proc = start_dag("e2e_kill")
     try:
