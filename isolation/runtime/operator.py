@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +119,10 @@ class PreparedTask:
     def _on_signal(self, signum: int, frame: Any) -> None:
         # What Airflow's task runner does on termination: let the operator stop its work
         # (BashOperator kills its child process group), then fail the task.
-        log.error("received signal %d: stopping the operator", signum)
+        try:
+            log.error("received signal %d: stopping the operator", signum)
+        except RuntimeError:  # the signal came mid-write to stderr ("reentrant call"): write it raw
+            os.write(2, f"ERROR received signal {signum}: stopping the operator\n".encode())
         self.task.on_kill()
         raise TaskTerminated(f"the isolated task was terminated by signal {signum}")
 
