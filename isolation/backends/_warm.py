@@ -69,12 +69,17 @@ class _Refused(WarmServerUnavailable):
 
 
 def fingerprint(env: LocalEnvironment) -> str:
-    """The build a server serves: any rebuild rewrites the environment's marker."""
+    """The build a server serves: any rebuild rewrites the environment's marker.
+
+    The keys directory's identity is part of it: the server's sandbox binds the directory
+    it saw at start, so one provisioned anew (a new directory) needs a new server.
+    """
     try:
         data = (env.root / MARKER).read_bytes()
+        keys = os.stat(env.keys_dir)
     except OSError as exc:
-        raise WarmServerUnavailable(f"cannot read {MARKER} ({exc.strerror})") from None
-    return hashlib.sha256(data).hexdigest()[:16]
+        raise WarmServerUnavailable(f"cannot read {exc.filename} ({exc.strerror})") from None
+    return hashlib.sha256(data + f"\0{keys.st_dev}:{keys.st_ino}".encode()).hexdigest()[:16]
 
 
 def directory(env: LocalEnvironment, *, create: bool = True) -> Path:

@@ -85,10 +85,12 @@ def test_self_test_on_request_for_an_unchanged_environment(built: Built) -> None
 
 
 def test_a_failing_self_test_exits_check_failed(built: Built) -> None:
-    """A one-second wall clock: the build is fine, the no-op task is stopped before it ends."""
+    """A one-second wall clock: the build is fine, the no-op task is stopped before it ends.
+
+    Started cold: a warm start runs the no-op task in well under a second."""
     settings = built.cli.project / "environments" / "tiny" / "isolation.toml"
     try:
-        settings.write_text("[limits]\nwall_clock = 1\n")
+        settings.write_text("[warm]\nenabled = false\n\n[limits]\nwall_clock = 1\n")
         failed = built.run("deploy", "--local", "--self-test")
         assert failed.code == 1, str(failed)
         assert "tiny: unchanged" in failed.stderr
