@@ -359,6 +359,7 @@ def deploy_images(
     results: list[Imaged] = []
     try:
         tool = images.Builder(builder, log=log)
+        tool.check()
         if registry is not None and ("://" in registry or not registry.strip("/")):
             fail(
                 f"--registry {registry!r} is not a registry path",

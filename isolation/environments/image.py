@@ -116,11 +116,7 @@ class Builder:
 
     def check(self) -> None:
         """The builder answers (docker: its daemon runs; podman: its configuration works)."""
-        self.run(
-            "version",
-            what=f"{self.name} version",
-            hint=INSTALL_HINTS[self.name] if self.name == "docker" else INSTALL_HINTS["podman"],
-        )
+        self.run("version", what=f"{self.name} version", hint=INSTALL_HINTS[self.name])
 
     def build(self, image: str, context: Path) -> None:
         network = "--network=none"

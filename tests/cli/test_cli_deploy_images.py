@@ -172,6 +172,16 @@ def test_a_missing_builder_fails_with_what_to_install(built: Built, tmp_path: Pa
     assert "fix: install Docker (Debian: sudo apt-get install -y docker.io)" in failed.stderr
 
 
+def test_a_docker_without_its_daemon_fails_with_how_to_start_it(built: Built) -> None:
+    """The docker client is installed on this machine, its daemon is not (the docker build itself is untested)."""
+    if shutil.which("docker") is None:
+        pytest.skip("no docker client on this machine: the missing-builder test covers it")
+    failed = built.run("deploy", "--builder", "docker")
+    assert failed.code == 6, str(failed)
+    assert "error: docker version failed (docker exit code 1)" in failed.stderr
+    assert "Cannot connect to the Docker daemon" in failed.stderr and "and start its daemon" in failed.stderr
+
+
 def test_an_environment_on_another_python_is_refused_before_any_build(built: Built) -> None:
     folder = built.cli.project / "environments" / "kube-other"
     folder.mkdir()
