@@ -196,6 +196,15 @@ def test_an_environment_on_another_python_is_refused_before_any_build(built: Bui
     assert "fix: set the environment's python-version to 3.11, or build its image with your own" in failed.stderr
 
 
+def test_a_base_image_is_checked_for_the_environments_python(built: Built) -> None:
+    """The default base passed by name: its /usr/bin/python3 is checked, and the image is the same one."""
+    base = f"localhost/isolation-base:{content_hash(BASE_RECIPE)}"
+    again = built.run("deploy", "--base-image", base, "--json")
+    assert again.code == 0, str(again)
+    (summary,) = again.json()["environments"]
+    assert summary["status"] == "unchanged" and summary["image"] == built.first.json()["environments"][0]["image"]
+
+
 def test_a_base_image_missing_from_the_store_is_refused(built: Built) -> None:
     failed = built.run("deploy", "--base-image", "localhost/isolation-missing:1")
     assert failed.code == 6, str(failed)
