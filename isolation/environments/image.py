@@ -105,7 +105,10 @@ class Builder:
         output = (done.stdout + done.stderr).decode(errors="replace")
         self._log(args, output)
         if done.returncode != 0:
-            tail = "\n".join(line for line in output.strip().splitlines()[-6:] if line.strip())
+            lines = [line for line in output.strip().splitlines() if line.strip()]
+            # Progress lines ("Copying blob ...") say nothing about the failure: its own lines do.
+            errors = [line for line in lines if line.lower().startswith(("error", "failed"))]
+            tail = "\n".join((errors or lines)[-6:])
             raise BuildError(f"{what} failed ({self.name} exit code {done.returncode})\n{tail}", hint=hint)
         return done.stdout.decode(errors="replace")
 
@@ -126,14 +129,19 @@ class Builder:
         self.run("tag", local, remote, what=f"tagging {local} as {remote}")
         registry = remote.split("/", 1)[0]
         login = f"{self.name} login {registry}"
-        self.run(
-            "push",
-            remote,
-            what=f"pushing {remote}",
-            hint=f"check that the registry {registry} is reachable from here and that you are logged in "
-            f"({login}); or leave out --registry to keep the image in the local store (kind, minikube, "
-            "Docker Desktop)",
-        )
+        try:
+            self.run(
+                "push",
+                remote,
+                what=f"pushing {remote}",
+                hint=f"check that the registry {registry} is reachable from here and that you are logged in "
+                f"({login}; a registry without TLS must be marked insecure in the builder's configuration); "
+                "or leave out --registry to keep the image in the local store (kind, minikube, Docker Desktop)",
+            )
+        except BuildError:
+            # Only the name goes: the image stays under its local reference.
+            subprocess.run([self.path, "rmi", remote], capture_output=True, check=False)
+            raise
 
     def _log(self, args: Sequence[str], output: str) -> None:
         if self.log is not None:
