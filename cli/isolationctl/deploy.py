@@ -1,7 +1,10 @@
 """``isolationctl deploy``: build the project's environments, provision their keys, prove they run.
 
-Local environments only for now (``--local``, or a project whose ``isolationctl.toml``
-says ``backend = "local"``, the default). Each environment is built with
+Local environments (``--local``, or a project whose ``isolationctl.toml`` says
+``backend = "local"``, the default), or images for the Kubernetes backend (``--kubernetes``,
+a Kubernetes option, or ``backend = "kubernetes"``; see :func:`deploy_images`).
+
+Local: each environment is built with
 :func:`isolation.environments.local.build_local_report`; an environment whose definition,
 runtime and keys did not change is left alone and reported as unchanged. After a build the
 runtime is started once in the environment, through the real local backend (in its
@@ -12,6 +15,8 @@ that envelope opens and the operator succeeds.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
+from isolation.environments import image as images
 from isolation.environments.local import STEP_DOWNLOAD, BuildError, BuildReport, Progress, build_local_report
 from isolation.environments.spec import EnvironmentSpec
 from isolation.errors import IsolationError
@@ -29,11 +35,6 @@ from isolationctl import _audit
 from isolationctl._project import Locations, Project
 from isolationctl._ui import ExitCode, done, emit_json, err, fail, note
 
-K8S_REFUSAL = "isolationctl deploy cannot build Kubernetes images yet; deploy --local builds local environments"
-K8S_HINT = (
-    "for the Kubernetes backend, build images as docs/howto-kubernetes.md shows (scripts/podman-images); "
-    "for local environments, run `isolationctl deploy --local`"
-)
 STEP_SELF_TEST = "self-test"
 # Exists on Airflow 2 (airflow.operators.empty) and 3 (the standard provider): the runtime
 # tries the other spelling when one does not import.
@@ -90,27 +91,63 @@ def deploy(
             show_default=False,
         ),
     ] = None,
-    image: Annotated[
-        str | None, typer.Option("--image", metavar="NAME", help="Kubernetes: the image name (not available yet).")
+    kubernetes: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes",
+            help="Build one container image per environment for the Kubernetes backend (default when "
+            'isolationctl.toml says backend = "kubernetes").',
+        ),
+    ] = False,
+    builder: Annotated[
+        str | None,
+        typer.Option(
+            "--builder",
+            metavar="podman|docker",
+            help="Kubernetes: the image builder (default: podman if installed, else docker).",
+            show_default=False,
+        ),
+    ] = None,
+    base_image: Annotated[
+        str | None,
+        typer.Option(
+            "--base-image",
+            metavar="IMAGE",
+            help="Kubernetes: the base image, in the builder's local store, with the environment's Python at "
+            "/usr/bin/python3 (default: a Debian bookworm root filesystem made with debootstrap).",
+            show_default=False,
+        ),
     ] = None,
     registry: Annotated[
         str | None,
         typer.Option(
-            "--registry", metavar="HOST/PATH", help="Kubernetes: where to push the image (not available yet)."
+            "--registry",
+            metavar="HOST/PATH",
+            help="Kubernetes: push each image there (default: keep it in the builder's local store, for kind, "
+            "minikube or Docker Desktop).",
+            show_default=False,
         ),
-    ] = None,
-    tag: Annotated[
-        str | None, typer.Option("--tag", metavar="TAG", help="Kubernetes: the image tag (not available yet).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")] = False,
 ) -> None:
     """Build the project's environments, provision their keys and prove each one runs a task.
 
+    --kubernetes: one image per environment instead, tagged by its content hash.
     Example: `isolationctl deploy --local -e legacy`
     """
     locations: Locations = ctx.obj
     project = locations.project()
-    _require_local(project, local=local, kubernetes_options=(image, registry, tag))
+    if _wants_kubernetes(project, local=local, kubernetes=kubernetes, options=(builder, base_image, registry)):
+        deploy_images(
+            locations.home,
+            _specs(project, environments or []),
+            builder=builder,
+            base=base_image,
+            registry=registry,
+            force=force,
+            as_json=as_json,
+        )
+        return
     specs = _specs(project, environments or [])
     keyring = locations.keyring
     results: list[Deployed] = []
@@ -135,17 +172,15 @@ def deploy(
         )
 
 
-def _require_local(project: Project, *, local: bool, kubernetes_options: tuple[str | None, ...]) -> None:
-    """Only local deploys exist: ``--local``, or no option at all in a project whose backend is local."""
-    if any(option is not None for option in kubernetes_options):
-        if local:
-            fail("--local cannot be combined with --image, --registry or --tag", code=ExitCode.USAGE)
-        fail(K8S_REFUSAL, hint=K8S_HINT)
-    if not local and project.config.backend != "local":
-        fail(
-            K8S_REFUSAL + f" (isolationctl.toml sets backend = {project.config.backend!r})",
-            hint=K8S_HINT,
-        )
+def _wants_kubernetes(project: Project, *, local: bool, kubernetes: bool, options: tuple[str | None, ...]) -> bool:
+    """``--kubernetes``, a Kubernetes option, or a project whose backend is ``kubernetes`` (without ``--local``)."""
+    if local and kubernetes:
+        fail("--local and --kubernetes exclude each other", code=ExitCode.USAGE)
+    if local and any(option is not None for option in options):
+        fail("--local cannot be combined with --builder, --base-image or --registry", code=ExitCode.USAGE)
+    if kubernetes or any(option is not None for option in options):
+        return True
+    return not local and project.config.backend == "kubernetes"
 
 
 def _specs(project: Project, names: list[str]) -> list[EnvironmentSpec]:
@@ -273,3 +308,116 @@ def _no_op_payload(name: str, result_path: str | None) -> Any:
         context=context,
         options=RuntimeOptions(result_path=result_path),
     )
+
+
+# --------------------------------------------------------------------------- Kubernetes images
+
+
+@dataclass(frozen=True)
+class Imaged:
+    """One environment's line of the Kubernetes summary."""
+
+    name: str
+    status: str  # "built", "unchanged"
+    image: str  # what the backend runs: the pushed reference, or the local one
+    local_image: str
+    pushed: bool
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "image": self.image,
+            "local_image": self.local_image,
+            "pushed": self.pushed,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def image_cache() -> Path:
+    """Where builds stage their files and log (the images themselves live in the builder's store)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "isolation" / "images"
+
+
+def deploy_images(
+    home: Path,
+    specs: list[EnvironmentSpec],
+    *,
+    builder: str | None,
+    base: str | None,
+    registry: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Build (or reuse) each environment's image, push it with ``registry``, record where the backend finds it."""
+    cache = image_cache()
+    cache.mkdir(parents=True, exist_ok=True)
+    log = cache / "build.log"
+    recorded = images.recorded_images(home)
+    results: list[Imaged] = []
+    try:
+        tool = images.Builder(builder, log=log)
+        tool.check()
+        if registry is not None and ("://" in registry or not registry.strip("/")):
+            fail(
+                f"--registry {registry!r} is not a registry path",
+                hint="give HOST[:PORT]/PATH without a scheme, e.g. --registry registry.example/team",
+                code=ExitCode.USAGE,
+            )
+        for spec in specs:
+            started = time.monotonic()
+            with _progress(spec.name) as progress:
+                if force:
+                    note(f"{spec.name}: --force: images are tagged by their content and rebuilt only when it changes")
+                built = images.build_image(spec, tool, cache, base=base, say=_step(progress))
+                target = images.remote_reference(built.image, registry) if registry else built.image
+                if not built.built and recorded.get(spec.name) == target:
+                    done(f"{spec.name}: unchanged ({target})")
+                    results.append(Imaged(spec.name, "unchanged", target, built.image, False, 0.0))
+                    continue
+                if registry:
+                    progress("push", f"pushing {target}")
+                    tool.push(built.image, target)
+                seconds = time.monotonic() - started
+                status = "built" if built.built else "recorded"
+                where = f"pushed as {target}" if registry else "in the local store"
+                done(f"{spec.name}: {status} {built.image} ({where}) in {seconds:.1f} s")
+                results.append(Imaged(spec.name, status, target, built.image, bool(registry), seconds))
+            images.record_images({spec.name: {"image": target, "local_image": built.image}}, home)
+    except BuildError as exc:
+        fail(f"{exc.message}", hint=(exc.hint + f" (the build log: {log})").strip(), code=ExitCode.BUILD)
+    except KeyboardInterrupt:
+        fail(
+            "interrupted while building images; an image is tagged only once complete",
+            hint="run `isolationctl deploy --kubernetes` again: it builds what was not finished",
+            code=ExitCode.INTERRUPTED,
+        )
+    path = images.images_file(home)
+    mapping = {result.name: result.image for result in results}
+    if as_json:
+        emit_json(
+            {
+                "backend": "kubernetes",
+                "builder": tool.name,
+                "registry": registry,
+                "images_file": str(path),
+                "environments": [r.to_json() for r in results],
+            }
+        )
+    if results:
+        note(f"recorded in {path}: the Kubernetes backend reads it when neither images= nor the setting names one")
+        note(f"for Airflow workers on other machines: AIRFLOW__ISOLATION__KUBERNETES_IMAGES='{json.dumps(mapping)}'")
+        if not registry:
+            note(
+                f"kind: `{tool.name} save IMAGE -o image.tar && kind load image-archive image.tar`; "
+                "minikube: `minikube image load IMAGE`; Docker Desktop uses the local store as is"
+            )
+
+
+def _step(progress: Progress) -> images.Say:
+    def say(what: str) -> None:
+        progress("image", what)
+
+    return say

@@ -154,30 +154,27 @@ def test_a_failing_install_exits_build_with_the_installer_message(built: Built) 
     assert "Traceback" not in failed.output
 
 
-@pytest.mark.parametrize(
-    "args",
-    [("--image", "team/legacy"), ("--registry", "registry.example/team", "--tag", "v1"), ("--tag", "v1")],
-)
-def test_non_local_deploys_are_refused(built: Built, args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("args", [("--kubernetes",), ("--registry", "registry.example/team"), ("--builder", "podman")])
+def test_kubernetes_deploys_build_images_not_virtualenvs(built: Built, args: tuple[str, ...]) -> None:
+    """tiny is on Python 3.12, not the Debian base image's: refused before any build (test_cli_deploy_images builds)."""
     refused = built.run("deploy", *args)
-    assert refused.code == 3, str(refused)
-    assert "error: isolationctl deploy cannot build Kubernetes images yet; deploy --local builds local" in (
-        refused.stderr
-    )
+    assert refused.code == 6, str(refused)
+    assert "error: environment 'tiny' wants Python 3.12; its image's virtualenv is built" in refused.stderr
     assert "resolving" not in refused.stderr
 
 
-def test_local_and_image_options_conflict(built: Built) -> None:
-    refused = built.run("deploy", "--local", "--image", "team/legacy", real=True)
-    assert refused.code == 2 and "--local cannot be combined with --image" in refused.stderr, str(refused)
+def test_local_and_kubernetes_options_conflict(built: Built) -> None:
+    refused = built.run("deploy", "--local", "--registry", "registry.example/team", real=True)
+    assert refused.code == 2, str(refused)
+    assert "--local cannot be combined with --builder, --base-image or --registry" in refused.stderr
 
 
 def test_deploy_alone_follows_the_project_backend(built: Built) -> None:
     toml = built.cli.project / "isolationctl.toml"
     try:
         toml.write_text('[project]\nbackend = "kubernetes"\n')
-        refused = built.run("deploy")
-        assert refused.code == 3 and "isolationctl.toml sets backend = 'kubernetes'" in refused.stderr, str(refused)
+        images = built.run("deploy")
+        assert images.code == 6 and "environment 'tiny' wants Python 3.12; its image's" in images.stderr, str(images)
         toml.write_text('[project]\nbackend = "local"\n')
         local = built.run("deploy")
         assert local.code == 0 and "tiny: unchanged" in local.stderr, str(local)

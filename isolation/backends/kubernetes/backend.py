@@ -42,7 +42,9 @@ class KubernetesBackend(Backend):
     """Run isolated tasks as pods through ``KubernetesPodOperator``.
 
     :param images: environment name -> image reference; otherwise the ``[isolation]
-        kubernetes_images`` setting (JSON of the same map) that ``isolationctl deploy`` prints.
+        kubernetes_images`` setting (JSON of the same map) that ``isolationctl deploy`` prints;
+        otherwise what ``isolationctl deploy --kubernetes`` recorded on this machine
+        (``<environments home>/kubernetes-images.json``, see :mod:`isolation.environments.image`).
     :param transport: ``"secret"`` (default: a per-task Secret mounted read-only, up to
         1 MiB of envelope) or ``"env"`` (an environment variable, up to 96 KiB; the
         ciphertext is then in the pod spec).
@@ -98,12 +100,12 @@ class KubernetesBackend(Backend):
 
     def image_of(self, environment: str) -> str:
         """The environment's image reference; a clear error with the fix when none is deployed."""
-        image = self.images.get(environment) or _configured_images().get(environment)
+        image = self.images.get(environment) or _configured_images().get(environment) or _recorded_image(environment)
         if not image:
             raise ConfigurationError(
                 f"environment {environment!r} has no deployed Kubernetes image",
-                hint=f"build and push it (isolationctl deploy -e {environment} --registry REGISTRY) and set "
-                f"[isolation] {_CONFIG_IMAGES} as it prints, or pass "
+                hint=f"build and push it (isolationctl deploy -e {environment} --registry REGISTRY) "
+                f"on this machine, or set [isolation] {_CONFIG_IMAGES} as it prints, or pass "
                 f"KubernetesBackend(images={{{environment!r}: 'registry/image:tag'}})",
             )
         return image
@@ -189,6 +191,12 @@ def _configured_images() -> dict[str, str]:
     if not isinstance(images, dict) or not all(isinstance(v, str) for v in images.values()):
         raise ConfigurationError(f"[{_CONFIG_SECTION}] {_CONFIG_IMAGES} must map environment names to images")
     return images
+
+
+def _recorded_image(environment: str) -> str | None:
+    from isolation.environments.image import recorded_images
+
+    return recorded_images().get(environment)
 
 
 def _prepare(operator: Any, context: Any, conn_id: str | None) -> tuple[Any, str]:
