@@ -104,6 +104,16 @@ def _stop_warm_servers(envs) -> None:
         _warm.stop(env)
 
 
+@pytest.fixture(autouse=True)
+def _temp_at_start():
+    """Snapshot the temporary directory, so a leak check counts only this test's leftovers."""
+    import harness
+
+    harness.TEMP_AT_START.clear()
+    harness.TEMP_AT_START.update(harness.temp_entries(TMP))
+    yield
+
+
 @pytest.fixture(params=["cold", "warm"])
 def start_path(request, monkeypatch):
     """Run the test's DAG runs on the cold path (a new interpreter per task) and on the warm one."""

@@ -194,5 +194,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+# What the session's temporary directory held when the running test started (conftest):
+# files other tests of this worker left are not this test's.
+TEMP_AT_START: set[str] = set()
+
+
+def temp_entries(tmp: Path) -> set[str]:
+    return {p.name for p in tmp.iterdir() if p.name.startswith("isolation-")}
+
+
 def leftover_temp(tmp: Path) -> list[str]:
-    return sorted(p.name for p in tmp.iterdir() if p.name.startswith("isolation-"))
+    """What this test left in ``tmp``: the ``isolation-*`` entries made since it started."""
+    return sorted(temp_entries(tmp) - TEMP_AT_START)
