@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from isolation._procfs import ROOT_ONLY_PROC_FILES
 from isolation.backends import _cgroup, _seccomp
 from isolation.environments.settings import SandboxSettings
 from isolation.errors import ConfigurationError
@@ -67,21 +68,6 @@ ETC_FILES = (
     "/etc/mime.types",
 )
 NETWORK_ETC_FILES = ("/etc/resolv.conf",)
-# /proc files only root may read (physical page maps, kernel allocator and timer state,
-# the host's keyrings): hidden from a root worker's sandbox, whose uid 0 is the host's.
-ROOT_ONLY_PROC_FILES = (
-    "kpagecount",
-    "kpageflags",
-    "kpagecgroup",
-    "slabinfo",
-    "timer_list",
-    "vmallocinfo",
-    "pagetypeinfo",
-    "keys",
-    "key-users",
-    "kallsyms",
-    "sched_debug",
-)
 # Top-level directories that are symlinks into /usr on merged-/usr systems.
 _TOP_LEVEL = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 

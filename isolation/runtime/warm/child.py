@@ -33,6 +33,7 @@ import sys
 from dataclasses import dataclass
 from typing import NoReturn
 
+from isolation._procfs import ROOT_ONLY_PROC_FILES
 from isolation.runtime.warm import _linux
 
 HOST_PROC = "/run/isolation/host-proc"
@@ -40,19 +41,6 @@ TMP = "/tmp"  # noqa: S108 - the child's own tmpfs
 SHM = "/dev/shm"  # noqa: S108
 HOME = "/tmp/home"  # noqa: S108 - the child's own tmpfs
 WORKDIR = "/tmp/work"  # noqa: S108
-ROOT_ONLY_PROC_FILES = (
-    "kpagecount",
-    "kpageflags",
-    "kpagecgroup",
-    "slabinfo",
-    "timer_list",
-    "vmallocinfo",
-    "pagetypeinfo",
-    "keys",
-    "key-users",
-    "kallsyms",
-    "sched_debug",
-)
 # C1's exit code when it could not make the sandbox: the server reports it as a failure
 # before the task started, so the host falls back to a cold start.
 SETUP_FAILED = 70
