@@ -76,7 +76,6 @@ __all__ = [
     "TaskDeferred",
     "Variable",
     "VariableNotProvided",
-    "context_mapping",
     "current_context",
     "execute_kwargs",
     "import_operator",
@@ -257,17 +256,6 @@ def current_context(context: Any) -> Iterator[None]:
 
 
 # -- context pieces --------------------------------------------------------------------
-
-
-def context_mapping(values: dict[str, Any]) -> Any:
-    """The mapping type Airflow hands to ``execute``.
-
-    Airflow 2 passes ``airflow.utils.context.Context``, not a dict: its deprecated keys
-    (``execution_date``) warn as they do in Airflow. Airflow 3's Context is a TypedDict.
-    """
-    if AIRFLOW_V3:
-        return values
-    return _load("airflow.utils.context", "Context")(values)
 
 
 class _LazyModule:
