@@ -17,6 +17,7 @@ lint: bootstrap
 PYTEST_WORKERS ?= 2
 
 test: bootstrap lint
+	scripts/podman-images --setup "$${ISOLATION_TEST_CACHE:-$$HOME/.cache/isolation-tests}"
 	.venv/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not serial" $(PYTEST_ARGS)
 	.venv/bin/python -m pytest -m serial $(PYTEST_ARGS)
 	.venv/bin/python fuzz/run_all.py --seconds $${FUZZ_SECONDS:-20}
