@@ -420,7 +420,23 @@ class WarmTask:
             self.conn.close()
 
 
-def run(
+@dataclass
+class PendingTask:
+    """A child asked for and not yet confirmed: the request is on its way to the server."""
+
+    conn: socket.socket
+    env: LocalEnvironment
+    stdin: Any
+    stdout: Any
+
+    def close(self) -> None:
+        """Give the child up: the server kills a task whose host hangs up."""
+        for item in (self.stdin, self.stdout, self.conn):
+            with contextlib.suppress(OSError):
+                item.close()
+
+
+def request(
     conn: socket.socket,
     env: LocalEnvironment,
     environ: Mapping[str, str],
@@ -429,16 +445,16 @@ def run(
     lifeline_number: int,
     result_fd: int,
     cgroup_fds: tuple[int, ...],
-) -> WarmTask:
-    """Ask the server for a child; return once the child is ready for its envelope.
+) -> PendingTask:
+    """Send the server a request for a child, without waiting for it.
 
-    Raises WarmServerUnavailable when no child started (the envelope was not sent: the
-    caller may start the task cold); ``conn`` is closed then.
+    The server forks while the caller goes on; :func:`started` collects the answer.
+    Raises WarmServerUnavailable (``conn`` closed) when the request cannot be sent.
     """
     in_read, in_write = os.pipe()
     out_read, out_write = os.pipe()
     try:
-        request = {
+        message = {
             "op": protocol.RUN,
             "fingerprint": fingerprint(env),
             "environ": dict(environ),
@@ -449,10 +465,33 @@ def run(
         }
         try:
             conn.settimeout(REQUEST_TIMEOUT)
-            protocol.send(conn, request, (in_read, out_write, lifeline_fd, result_fd, *cgroup_fds))
+            protocol.send(conn, message, (in_read, out_write, lifeline_fd, result_fd, *cgroup_fds))
+        except (OSError, protocol.ProtocolError) as exc:
+            raise WarmServerUnavailable(f"the warm server failed the request ({exc})") from None
+    except BaseException:
+        for fd in (in_write, out_read):
+            os.close(fd)
+        conn.close()
+        raise
+    finally:
+        os.close(in_read)
+        os.close(out_write)
+    return PendingTask(conn, env, os.fdopen(in_write, "wb", buffering=0), os.fdopen(out_read, "rb", buffering=0))
+
+
+def started(pending: PendingTask) -> WarmTask:
+    """Wait for the server's answer: the child is ready for its envelope.
+
+    Raises WarmServerUnavailable when no child started (the envelope was not sent: the
+    caller may start the task cold); the pending task is closed then.
+    """
+    conn = pending.conn
+    try:
+        try:
+            conn.settimeout(REQUEST_TIMEOUT)
             reply, fds = protocol.receive(conn)
         except TimeoutError:
-            _retire(env, conn)
+            _retire(pending.env, conn)
             raise WarmServerUnavailable(
                 f"the warm server did not start the task within {REQUEST_TIMEOUT:.0f} s"
             ) from None
@@ -463,12 +502,6 @@ def run(
         if reply.get("op") != protocol.STARTED:
             raise WarmServerUnavailable(f"the warm server could not start the task: {reply.get('reason', reply)}")
     except BaseException:
-        for fd in (in_write, out_read):
-            os.close(fd)
-        conn.close()
+        pending.close()
         raise
-    finally:
-        os.close(in_read)
-        os.close(out_write)
-    pid = reply.get("pid")
-    return WarmTask(conn, os.fdopen(in_write, "wb", buffering=0), os.fdopen(out_read, "rb", buffering=0), pid)
+    return WarmTask(conn, pending.stdin, pending.stdout, reply.get("pid"))

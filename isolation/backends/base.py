@@ -54,6 +54,16 @@ class Backend(abc.ABC):
     def check(self, environment: str) -> None:  # noqa: B027 - optional hook
         """Fail fast (before any secret is resolved) if ``environment`` cannot run here."""
 
+    def prepare(self, environment: str) -> None:  # noqa: B027 - optional hook
+        """Start what :meth:`run` will need, before the host resolves the task's state.
+
+        Called once per task after :meth:`check`; nothing secret is known yet. Whatever
+        no run takes is given up by :meth:`release`.
+        """
+
+    def release(self) -> None:  # noqa: B027 - optional hook
+        """Give up what :meth:`prepare` started; called when the task ends, however it ends."""
+
     @abc.abstractmethod
     def run(self, environment: str, seal: Sealer, on_log: LogSink) -> RunOutcome:
         """Run one sealed task to its end and return what happened.

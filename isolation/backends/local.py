@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
 import os
 import selectors
 import shutil
@@ -35,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from isolation.backends import _process, _warm, sandbox
+from isolation.backends import _cgroup, _process, _warm, sandbox
 from isolation.backends.base import MAX_RESULT_BYTES, Backend, LogSink, RunOutcome, Sealer
 from isolation.environments.local import LocalEnvironment, find_local
 from isolation.environments.settings import describe
@@ -94,6 +95,7 @@ class LocalBackend(Backend):
         self.warm = warm
         self._proc: subprocess.Popen[bytes] | None = None
         self._warm_task: _warm.WarmTask | None = None
+        self._early: _EarlyChild | None = None
         self._in_sandbox = False
         self._lock = threading.Lock()
 
@@ -124,20 +126,69 @@ class LocalBackend(Backend):
         env = self.locate(environment)
         return (env.python_version or None, env.airflow_version)
 
+    def bind(self, context: object, task_id: str) -> LocalBackend:
+        # One instance in a DAG file serves many tasks: each run gets its own state.
+        bound = copy.copy(self)
+        bound._proc = None
+        bound._warm_task = None
+        bound._early = None
+        bound._in_sandbox = False
+        bound._lock = threading.Lock()
+        return bound
+
+    def prepare(self, environment: str) -> None:
+        """Ask the warm server for this task's child now, before the host resolves its state.
+
+        The server forks and the child makes its namespaces (tens of milliseconds) while
+        the host reads keys, connections, variables and the context: on two cores the
+        two overlap. The child holds nothing until :meth:`run` sends the envelope.
+        """
+        self.release()
+        env = self.locate(environment)
+        if not self._warm_enabled(env):
+            return
+        result_fd = os.memfd_create(f"isolation-result-{environment}", os.MFD_CLOEXEC)
+        try:
+            self._early = _EarlyChild(environment, result_fd, self._request_warm(env, result_fd))
+        except WarmServerUnavailable as exc:
+            self._early = _EarlyChild(environment, result_fd, None, exc)
+        except BaseException:
+            os.close(result_fd)
+            raise
+
+    def release(self) -> None:
+        """Give up a child that :meth:`prepare` asked for and no run took (the task failed first)."""
+        early, self._early = self._early, None
+        if early is not None:
+            early.close()
+
     def run(self, environment: str, seal: Sealer, on_log: LogSink) -> RunOutcome:
         env = self.locate(environment)
         if env.settings.sandboxed:
             sandbox.require()  # before anything is sealed
+        early, self._early = self._early, None
+        if early is not None and early.environment != environment:
+            early.close()
+            early = None
         on_log(f"isolation: environment {environment!r}: {describe(env.settings)}")
         if not env.settings.sandboxed:
             on_log(NO_SANDBOX_WARNING.format(name=environment))
         # The result comes back in memory: nothing to clean up, nothing left on disk if we die.
-        result_fd = os.memfd_create(f"isolation-result-{environment}", os.MFD_CLOEXEC)
+        if early is not None:
+            result_fd, early.result_fd = early.result_fd, -1
+        else:
+            result_fd = os.memfd_create(f"isolation-result-{environment}", os.MFD_CLOEXEC)
         try:
             envelope = seal(f"/proc/self/fd/{result_fd}").encode("ascii")
             if self._warm_enabled(env):
                 try:
-                    return self._run_warm(env, envelope, result_fd, on_log)
+                    if early is not None and early.error is not None:
+                        raise early.error
+                    request = early.request if early is not None else None
+                    if early is not None:
+                        early.request = None
+                    request = request or self._request_warm(env, result_fd)
+                    return self._run_warm(env, envelope, result_fd, request, on_log)
                 except WarmServerUnavailable as exc:
                     on_log(f"isolation: warm server not used: {exc.message}; starting the task cold")
                     # A child that never got the envelope may still hold the old memory file.
@@ -147,6 +198,8 @@ class LocalBackend(Backend):
             return self._run_cold(env, envelope, result_fd, on_log)
         finally:
             os.close(result_fd)
+            if early is not None:
+                early.close()
 
     def _warm_enabled(self, env: LocalEnvironment) -> bool:
         if not env.settings.sandboxed:
@@ -158,24 +211,19 @@ class LocalBackend(Backend):
             return False
         return env.settings.warm.enabled
 
-    def _run_warm(self, env: LocalEnvironment, envelope: bytes, result_fd: int, on_log: LogSink) -> RunOutcome:
-        """The task in a fork of the environment's warm server (isolation.runtime.warm).
-
-        Raises WarmServerUnavailable while nothing of the task ran; once the child is
-        ready, a failure of the server fails the task (it is never run twice).
-        """
+    def _request_warm(self, env: LocalEnvironment, result_fd: int) -> _WarmRequest:
+        """Ask the environment's warm server for a child; raises WarmServerUnavailable."""
         conn = _warm.ensure(env, self._base_environment())
         lifeline_read, lifeline_write = os.pipe()
         cgroup = sandbox.task_cgroup(env.settings)
         cgroup_fds: list[int] = []
-        task: _warm.WarmTask | None = None
         try:
             if cgroup is not None:
                 cgroup_fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in cgroup.directories]
             child_env = self.sandbox_environment(env, result_fd)
             lifeline_number = 3 if result_fd != 3 else 4
             child_env[LIFELINE_ENV] = str(lifeline_number)
-            task = _warm.run(
+            pending = _warm.request(
                 conn,
                 env,
                 child_env,
@@ -193,7 +241,22 @@ class LocalBackend(Backend):
             os.close(lifeline_read)
             for fd in cgroup_fds:
                 os.close(fd)
-        on_log(f"isolation: {sandbox.enforcement(sandbox.Launch([], (), [], cgroup))}; warm start")
+        return _WarmRequest(pending, lifeline_write, cgroup)
+
+    def _run_warm(
+        self, env: LocalEnvironment, envelope: bytes, result_fd: int, request: _WarmRequest, on_log: LogSink
+    ) -> RunOutcome:
+        """The task in a fork of the environment's warm server (isolation.runtime.warm).
+
+        Raises WarmServerUnavailable while nothing of the task ran; once the child is
+        ready, a failure of the server fails the task (it is never run twice).
+        """
+        try:
+            task = _warm.started(request.pending)
+        except BaseException:
+            request.close()
+            raise
+        on_log(f"isolation: {sandbox.enforcement(sandbox.Launch([], (), [], request.cgroup))}; warm start")
         with self._lock:
             self._warm_task = task
         limits = env.settings.limits
@@ -205,9 +268,7 @@ class LocalBackend(Backend):
             with self._lock:
                 self._warm_task = None
             task.terminate_tree(self.kill_grace)
-            os.close(lifeline_write)
-            if cgroup is not None:
-                cgroup.remove()
+            request.close()
             for stream in (task.stdin, task.stdout):
                 with contextlib.suppress(OSError):
                     stream.close()
@@ -385,6 +446,42 @@ class LocalBackend(Backend):
         with self._lock:
             self._proc = proc
         return proc
+
+
+@dataclass
+class _WarmRequest:
+    """What the host holds for a warm child it asked for: its connection, lifeline, cgroup."""
+
+    pending: _warm.PendingTask
+    lifeline_write: int
+    cgroup: _cgroup.TaskCgroup | None
+
+    def close(self) -> None:
+        self.pending.close()
+        if self.lifeline_write >= 0:
+            os.close(self.lifeline_write)
+            self.lifeline_write = -1
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+
+
+@dataclass
+class _EarlyChild:
+    """A warm child asked for by ``prepare``, or why none could be."""
+
+    environment: str
+    result_fd: int
+    request: _WarmRequest | None
+    error: WarmServerUnavailable | None = None
+
+    def close(self) -> None:
+        if self.request is not None:
+            self.request.close()
+            self.request = None
+        if self.result_fd >= 0:
+            os.close(self.result_fd)
+            self.result_fd = -1
 
 
 @dataclass

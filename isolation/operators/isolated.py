@@ -269,6 +269,7 @@ class IsolatedOperator(BaseOperator):
             raise
         finally:
             self._running = None
+            backend.release()
 
     def on_kill(self) -> None:
         running = self._running
@@ -279,6 +280,8 @@ class IsolatedOperator(BaseOperator):
         # Before anything is resolved: the rendered name, then whether it exists.
         environment = self._rendered_environment()
         backend.check(environment)
+        # A warm child forks while the host resolves the task's state below.
+        backend.prepare(environment)
         built = backend.built_versions(environment)
         keys = load_host_keys(environment, self.keyring_conn_id)
         found = self._discover()

@@ -115,6 +115,63 @@ def test_tasks_fork_from_one_server_and_leave_it_running(backend: LocalBackend) 
     assert status["current"] is True and status["rss"] > 0
 
 
+def _running(backend: LocalBackend) -> int:
+    status = _warm.status(backend.locate(MODERN))
+    assert status is not None
+    return int(status["running"])
+
+
+def test_a_child_asked_for_before_the_host_resolves_the_task_runs_it(backend: LocalBackend) -> None:
+    # What IsolatedOperator does: prepare() right after check(), run() once the state is sealed.
+    bound = backend.bind(None, "early")
+    _run(bound, "true")  # the server is up
+    bound.prepare(MODERN)
+    outcome, logs = _run(bound, "echo early")
+    assert outcome.exit_code == 0 and "; warm start" in _output(logs), _output(logs)
+    assert outcome.result is not None and b"early" in outcome.result
+    # One child per task: run() took the one prepare() asked for, it asked for no other.
+    status = _warm.status(bound.locate(MODERN))
+    assert status is not None and status["served"] == 2 and status["running"] == 0
+
+
+def test_a_child_no_run_takes_is_given_up_and_the_server_serves_on(backend: LocalBackend) -> None:
+    # The host fails between prepare() and run() (a missing connection, say).
+    bound = backend.bind(None, "given-up")
+    _run(bound, "true")
+    server = _server_pid(bound)
+    bound.prepare(MODERN)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(bound) == 0:
+        time.sleep(0.02)
+    assert _running(bound) == 1
+    bound.release()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(bound) == 1:
+        time.sleep(0.05)
+    assert _running(bound) == 0, "the child asked for early was left running"
+    import psutil
+
+    assert psutil.Process(server).children(recursive=True) == []
+    outcome, logs = _run(bound, "echo next")
+    assert outcome.exit_code == 0 and "; warm start" in _output(logs), _output(logs)
+    assert _server_pid(bound) == server
+
+
+def test_an_early_request_that_fails_runs_the_task_cold_with_one_line(backend: LocalBackend, tmp_path: Path) -> None:
+    _plant(backend, "other-uid", tmp_path)
+    bound = backend.bind(None, "refused-early")
+    bound.prepare(MODERN)
+    outcome, logs = _run(bound, "echo cold")
+    text = _output(logs)
+    assert outcome.exit_code == 0, text
+    assert [line for line in logs if "warm server not used" in line] == [
+        "isolation: warm server not used: "
+        f"{backend.locate(MODERN).root / _warm.DIRECTORY / _warm.SOCKET} belongs to uid 65534, not this user: "
+        "refused; starting the task cold"
+    ]
+    assert "; warm start" not in text
+
+
 def test_two_concurrent_tasks_cannot_see_each_other(backend: LocalBackend) -> None:
     _run(backend, "true")  # the server is up before the two race
     results: dict[str, tuple[RunOutcome, list[str]]] = {}

@@ -59,6 +59,7 @@ class TaskSpec:
     airflow_home: str
     seccomp: bytes
     cgroup_fds: tuple[int, ...]
+    task_fds: tuple[int, ...] = ()  # the task's own descriptors, which C1 lets go of
 
 
 def start(spec: TaskSpec, status_fd: int) -> NoReturn:
@@ -86,6 +87,11 @@ def start(spec: TaskSpec, status_fd: int) -> NoReturn:
         os.close(write_go)
         _task(spec, status_fd, read_go)
     os.close(read_go)
+    # Only C2 holds the task's output now: the host sees its end of file when C2 ends,
+    # not after C1 has been scheduled to reap it and exit too.
+    for fd in spec.task_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     _report(status_fd, f"pid {pid}")
     os.close(write_go)
     try:

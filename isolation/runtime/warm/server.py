@@ -48,6 +48,7 @@ RUNTIME_MODULES = (
     "isolation.runtime.decisions",
     "isolation.runtime.taskflow",
     "isolation.runtime.lifeline",
+    "isolation.runtime.identity",
     "isolation.runtime.__main__",  # as a module: the server itself runs as __main__
 )
 # The operators most tasks wrap, in each major's spelling; a missing one is skipped quietly.
@@ -56,6 +57,26 @@ COMMON_OPERATORS = (
     "airflow.providers.standard.operators.bash",
     "airflow.operators.python",
     "airflow.operators.bash",
+)
+# What Airflow imports on first use, not at import: building a task's DAG (its timetable
+# classes, asset definitions), connections, skips, templating. A child that imported them
+# itself would pay ~100 ms per task. Absent ones (the other major) are skipped quietly.
+LAZY_AIRFLOW_MODULES = (
+    "airflow.sdk.definitions.connection",
+    "airflow.sdk.definitions.timetables.interval",
+    "airflow.sdk.definitions.timetables.trigger",
+    "airflow.timetables.base",
+    "airflow.timetables.interval",
+    "airflow.timetables.trigger",
+    "airflow.timetables.simple",
+    "airflow.serialization.definitions.assets",
+    "airflow.serialization.dag_dependency",
+    "airflow.sdk.definitions.asset.metadata",
+    "airflow.providers.standard.utils.skipmixin",
+    "airflow.models.skipmixin",
+    "airflow.models.connection",
+    "croniter",
+    "jinja2.ext",
 )
 _POLL = 1.0
 
@@ -236,8 +257,10 @@ class Server:
                 placed = list(
                     zip(fds[:4], (0, 1, int(message["lifeline_fd"]), int(message["result_fd"])), strict=False)
                 )
-                kept = child.install_descriptors([*placed, (fds[1], 2)], keep=(status_write, *fds[4:]))
-                spec = child.TaskSpec(**{**spec.__dict__, "cgroup_fds": kept[1:]})
+                placed.append((fds[1], 2))
+                kept = child.install_descriptors(placed, keep=(status_write, *fds[4:]))
+                task_numbers = tuple(number for _, number in placed)
+                spec = child.TaskSpec(**{**spec.__dict__, "cgroup_fds": kept[1:], "task_fds": task_numbers})
             except BaseException:
                 os._exit(child.SETUP_FAILED)
             child.start(spec, kept[0])
@@ -321,19 +344,31 @@ def _preload(modules: list[str]) -> str:
 
     sandbox.check_no_database_url()
     home = sandbox.prepare()
-    for name in (*RUNTIME_MODULES, *COMMON_OPERATORS, *modules):
+    quiet = {*COMMON_OPERATORS, *LAZY_AIRFLOW_MODULES}
+    for name in (*RUNTIME_MODULES, *COMMON_OPERATORS, *LAZY_AIRFLOW_MODULES, *modules):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if name not in COMMON_OPERATORS:
+            if name not in quiet:
                 log(f"could not preload {name}: {exc}")
         except Exception as exc:
             log(f"could not preload {name}: {type(exc).__name__}: {exc}")
+    _rehearse()
     # The imported objects never change again: keep the collector from touching (and so
     # un-sharing) their pages in every child.
     gc.collect()
     gc.freeze()
     return home
+
+
+def _rehearse() -> None:
+    """Build a throwaway DAG as a task's runtime does: whatever Airflow sets up on first use is then shared."""
+    try:
+        from isolation.runtime import compat
+
+        compat.DAG(dag_id="isolation_warm_rehearsal", schedule=None)
+    except Exception as exc:  # a task would meet the same error, and report it
+        log(f"could not rehearse building a DAG: {type(exc).__name__}: {exc}")
 
 
 def main() -> int:
