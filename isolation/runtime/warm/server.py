@@ -362,13 +362,26 @@ def _preload(modules: list[str]) -> str:
 
 
 def _rehearse() -> None:
-    """Build a throwaway DAG as a task's runtime does: whatever Airflow sets up on first use is then shared."""
+    """Do once what every task does first, so that what Airflow and OpenSSL set up on
+    first use is shared by every child rather than paid by each: build a DAG, and seal
+    and open an envelope between two keysets made here and dropped (they protect nothing)."""
     try:
         from isolation.runtime import compat
+        from isolation.transport import Keyset
+        from isolation.transport.payload import OperatorSpec, Payload, TaskContext
+        from isolation.transport.sealed import open_envelope, seal_envelope
 
         compat.DAG(dag_id="isolation_warm_rehearsal", schedule=None)
+        name = "warm-rehearsal"
+        signer, recipient = Keyset.generate_signer(name), Keyset.generate_recipient(name)
+        context = TaskContext(
+            dag_id=name, task_id=name, run_id=name, map_index=-1, try_number=1, max_tries=0, run_type="manual"
+        )
+        payload = Payload(operator=OperatorSpec(import_path="builtins.object"), context=context)
+        text = seal_envelope(payload, signer=signer, recipient=recipient)
+        open_envelope(text, signers=signer.public(), recipient=recipient, audience=name)
     except Exception as exc:  # a task would meet the same error, and report it
-        log(f"could not rehearse building a DAG: {type(exc).__name__}: {exc}")
+        log(f"could not rehearse a task's first steps: {type(exc).__name__}: {exc}")
 
 
 def main() -> int:
