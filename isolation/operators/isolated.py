@@ -321,7 +321,7 @@ class IsolatedOperator(BaseOperator):
             len(xcom_inputs),
         )
         outcome = backend.run(environment, seal, self._log_line)
-        result = _interpret(outcome, environment, self._log_masker)
+        result = _interpret(outcome, environment, self._log_masker, backend=backend.name)
         ti = context["ti"]
         for xcom in result.xcoms:
             ti.xcom_push(key=xcom.key, value=xcom.value)
@@ -581,13 +581,15 @@ def _clip(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + " [...]"
 
 
-def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str] = str) -> IsolationResult:
+def _interpret(
+    outcome: RunOutcome, environment: str, mask: Callable[[str], str] = str, *, backend: str = "local"
+) -> IsolationResult:
     """The result of a successful run; every other ending becomes its Airflow outcome.
 
     ``mask`` is the host's masker: the isolated side's words (its error, its last log
     lines) go into exceptions that Airflow prints wherever it prints tracebacks.
     """
-    rebuild = f"rebuild the environment: isolationctl deploy --local -e {environment}"
+    rebuild = _rebuild_hint(environment, backend)
     where = f"environment {environment!r}"
     if outcome.killed_by is not None:
         raise IsolatedTaskFailed(f"the isolated task in {where} was killed by signal {outcome.killed_by}")
@@ -640,7 +642,7 @@ def _interpret(outcome: RunOutcome, environment: str, mask: Callable[[str], str]
     if code == EXIT_REJECTED:
         raise IsolatedTaskRejected(
             f"{where} rejected the envelope: {message or 'no detail'}{'' if message else _tail(outcome, mask)}",
-            hint=_reject_hint(message or "".join(outcome.log_tail)),
+            hint=_reject_hint(message or "".join(outcome.log_tail), rebuild),
         )
     if code == EXIT_VIOLATION:
         # The same code meets the same refusal on every try: never retried.
@@ -762,9 +764,21 @@ def _version_warnings(where: Mapping[str, Any], built: tuple[str | None, str | N
     return warnings
 
 
-def _reject_hint(text: str) -> str:
+def _rebuild_hint(environment: str, backend: str) -> str:
+    if backend == "kubernetes":
+        # The image holds the runtime: a new host version needs a new image.
+        return (
+            f"rebuild and push the environment's image: isolationctl deploy --kubernetes -e {environment} "
+            "--registry REGISTRY"
+        )
+    return f"rebuild the environment: isolationctl deploy --local -e {environment}"
+
+
+def _reject_hint(text: str, rebuild: str = "") -> str:
     for reason in RejectReason:
         if f"({reason.value})" in text:
+            if reason is RejectReason.UNSUPPORTED_VERSION and rebuild:
+                return f"the environment's isolation runtime is older than this host's; {rebuild}"
             return EnvelopeRejected(reason).hint
     return "check that the environment's keys match the host's keyring"
 
