@@ -588,6 +588,12 @@ _DAEMON = (
 )
 
 
+def start_ticks(pid: int | str) -> int:
+    """When ``pid`` started, in clock ticks since boot (``/proc/PID/stat``, field 22)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[19])
+
+
 def leave_daemon(seconds: float = 3600) -> Result:
     """Leave a double-forked ``setsid`` daemon behind that sleeps for ``seconds``.
 
@@ -613,6 +619,11 @@ def leave_daemon(seconds: float = 3600) -> Result:
     except OSError:
         daemon_ns = None
     evidence = {"pid": pid, "pidns": os.stat("/proc/self/ns/pid").st_ino, "daemon_pidns": daemon_ns}
+    # The kernel reuses a freed namespace's inode number for the next one: the host tells
+    # this namespace's processes from a later one's by their start time (clock ticks since
+    # boot, the same inside and outside), none after the daemon's.
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        evidence["daemon_started"] = start_ticks(pid)
     with contextlib.suppress(OSError):
         evidence["sid"] = os.getsid(pid)
     return _result("leave_daemon", not alive, "running" if alive else "gone", evidence)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from isolation.testing.breakout import start_ticks
+
 HERE = Path(__file__).resolve().parent
 DAGS = HERE / "dags"
 
@@ -161,28 +163,35 @@ def sandboxed_processes() -> list[int]:
     return found
 
 
-def namespace_processes(pidns: int) -> list[int]:
-    """Host pids of the live processes in the PID namespace with inode ``pidns`` (a sandbox)."""
+def namespace_processes(pidns: int, started_by: int | None = None) -> list[int]:
+    """Host pids of the live processes in the PID namespace with inode ``pidns`` (a sandbox).
+
+    The kernel gives a freed namespace's inode number to the next new one, so with
+    ``started_by`` (clock ticks since boot) only processes started no later count: a later
+    namespace's processes all started after this one's last.
+    """
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             inode = os.stat(f"/proc/{entry}/ns/pid").st_ino
-        except OSError:
+            if started_by is not None and inode == pidns and start_ticks(entry) > started_by:
+                continue
+        except (OSError, IndexError, ValueError):
             continue
         if inode == pidns and alive(int(entry)):
             found.append(int(entry))
     return found
 
 
-def wait_namespace_empty(pidns: int, timeout: float) -> list[int]:
+def wait_namespace_empty(pidns: int, timeout: float, started_by: int | None = None) -> list[int]:
     """The processes of sandbox ``pidns`` still alive after up to ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    left = namespace_processes(pidns)
+    left = namespace_processes(pidns, started_by)
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = namespace_processes(pidns)
+        left = namespace_processes(pidns, started_by)
     return left
 
 

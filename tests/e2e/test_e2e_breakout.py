@@ -421,7 +421,8 @@ def test_a_double_forked_daemon_ends_with_the_task(run, label):
     pidns = result["evidence"]["pidns"]
     assert result["evidence"]["daemon_pidns"] == pidns != os.stat("/proc/self/ns/pid").st_ino
     # ... and nothing of that namespace outlived the task.
-    assert wait_namespace_empty(pidns, 10) == []
+    started = result["evidence"]["daemon_started"]
+    assert wait_namespace_empty(pidns, 10, started_by=started) == []
 
 
 _LEFT = re.compile(r"breakout: left (\[.*?\]) daemon=(\{.*\}) pid=(\d+) pidns=(\d+)")
