@@ -250,6 +250,19 @@ def test_a_resume_with_another_environments_state_is_refused(kube):
     assert kube.secrets_left() == KEYS_ONLY
 
 
+def test_a_resume_with_the_event_alone_uses_the_names_the_trigger_echoed(kube):
+    # What dag.test() does: next_kwargs become {"event": ...}, the deferral's kwargs are dropped.
+    dag, task = isolated(backend(), operator=PYTHON_OP, python_callable=kubernetes_callables.push_and_return)
+    context = make_context(dag, task)
+    task.render_template_fields(context)
+    deferral = Deferral(task, context)
+    event = deferral.fire()
+    assert event["isolation_resume"] == {"environment": "legacy", "secret": kube.created_secrets[0]["metadata"]["name"]}
+    assert task.resume_execution("resume_isolated", {"event": event}, context) == {"status": "ok"}
+    assert context["ti"].pushed["rows"] == 3
+    assert kube.secrets_left() == KEYS_ONLY
+
+
 def test_logging_interval_is_refused_with_deferrable():
     with pytest.raises(ConfigurationError, match="logging_interval") as info:
         KubernetesBackend(deferrable=True, logging_interval=30)
@@ -272,3 +285,98 @@ def test_kpo_stores_a_config_files_content_with_the_trigger(kube, tmp_path):
     assert_no_secret(deferral.stored_text(), "what Airflow stores during the deferral")
     deferral.resume(task, context, deferral.fire())
     assert kube.secrets_left() == KEYS_ONLY
+
+
+_DAG_TEST = """
+import datetime as dt, json, sys
+from pathlib import Path
+
+import kubernetes_callables
+from airflow.sdk import DAG
+from isolation.backends.kubernetes import KubernetesBackend
+from isolation.operators.isolated import IsolatedOperator
+from kubernetes_support import NAMESPACE
+
+pods = KubernetesBackend(namespace=NAMESPACE, deferrable=True, poll_interval=0.2, startup_check_interval_seconds=0.2)
+with DAG("kube_deferrable", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
+    IsolatedOperator(
+        task_id="t",
+        operator="airflow.providers.standard.operators.python.PythonOperator",
+        environment="legacy",
+        backend=pods,
+        python_callable=kubernetes_callables.push_and_return,
+    )
+
+if __name__ == "__main__":
+    import pytest
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from kubernetes_api import stand_in_async
+    from kubernetes_support import stand_in
+
+    patch = pytest.MonkeyPatch()
+    api = next(stand_in(Path(sys.argv[1]), patch))
+    stand_in_async(api, patch)
+    resumed = []
+    resume = IsolatedOperator.resume_isolated
+
+    def recording(self, context, event=None, **deferred):
+        resumed.append(sorted(deferred))
+        return resume(self, context, event=event, **deferred)
+
+    patch.setattr(IsolatedOperator, "resume_isolated", recording)
+    run = dag.test()
+    with create_session() as session:
+        [ti] = run.get_task_instances(session=session)
+        rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag.dag_id, map_indexes=None))
+        xcoms = {row.key: XComModel.deserialize_value(row) for row in rows}
+        state = str(getattr(ti.state, "value", ti.state))
+    found = {"state": state, "xcoms": xcoms, "secrets": api.secrets_left(), "calls": api.calls, "resumed": resumed}
+    print("RESULT " + json.dumps(found))
+"""
+
+
+def test_dag_test_defers_runs_the_trigger_inline_and_resumes(tmp_path):
+    # Airflow 3's dag.test() runs the trigger in line and resumes the task with the event
+    # alone (it drops the deferral's kwargs): the names come back in the trigger's event.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(tmp_path / "dags"),
+        "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[2])]),
+    }
+    migrated = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], env=env, capture_output=True, text=True, check=False
+    )
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    script = tmp_path / "dags" / "kube_deferrable.py"
+    script.parent.mkdir()
+    script.write_text(_DAG_TEST)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "work")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=DEADLINE * 2,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, (done.stdout + done.stderr)[-4000:]
+    result = json.loads(lines[-1][len("RESULT ") :])
+    assert "running trigger in line" in done.stdout + done.stderr  # it did defer
+    assert "async_read_pod" in result["calls"] and len(result["resumed"]) == 1
+    assert result["state"] == "success"
+    assert result["xcoms"]["rows"] == 3 and result["xcoms"]["return_value"] == {"status": "ok"}
+    assert "pod_name" not in result["xcoms"]
+    assert result["secrets"] == KEYS_ONLY
