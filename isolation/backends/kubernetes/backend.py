@@ -182,7 +182,8 @@ class KubernetesBackend(Backend):
             )
 
     def _options(self, environment: str, envelope_secret: str | None) -> dict[str, Any]:
-        """The pod options; when deferrable, the trigger also echoes the names resume needs.
+        """The pod options; when deferrable, the trigger also echoes the names resume needs
+        and watches the task's ``execution_timeout``.
 
         ``dag.test()`` resumes a task with the trigger's event alone (it drops the deferral's
         kwargs), and KubernetesPodTrigger puts its ``trigger_kwargs`` into every event.
@@ -191,6 +192,11 @@ class KubernetesBackend(Backend):
         if options.get("deferrable"):
             echoed = {RESUME_KEY: {"environment": environment, "secret": envelope_secret}}
             options["trigger_kwargs"] = {**(options.get("trigger_kwargs") or {}), **echoed}
+            # The task's execution_timeout bounds the trigger too, as it does for KPO itself
+            # (Airflow does not count the time a task spends deferred).
+            task = self._context.get("task") if isinstance(self._context, Mapping) else None
+            if "execution_timeout" not in options and getattr(task, "execution_timeout", None) is not None:
+                options["execution_timeout"] = task.execution_timeout  # type: ignore[union-attr]
         return options
 
     def _finish(self, environment: str, operator: Any, call: Callable[[], Any], *, event: Any = None) -> RunOutcome:

@@ -209,6 +209,24 @@ def test_a_pod_that_never_starts_gives_one_clear_failure_and_no_secret(kube, sta
     assert kube.secrets_left() == KEYS_ONLY
 
 
+def test_the_tasks_execution_timeout_reaches_the_trigger_and_ends_as_one_clear_failure(kube):
+    dag, task = isolated(
+        backend(), operator=BASH, bash_command="sleep 4 && echo late", execution_timeout=dt.timedelta(seconds=1)
+    )
+    context = make_context(dag, task)
+    context["ti"].start_date = dt.datetime.now(dt.timezone.utc)  # what Airflow's task instance has
+    task.render_template_fields(context)
+    deferral = Deferral(task, context)
+    assert "_execution_deadline" in deferral.deferred.trigger.trigger_kwargs
+    assert deferral.deferred.timeout is not None  # KPO's own padding past the deadline
+    event = deferral.fire()
+    assert event["status"] == "timeout"
+    with pytest.raises(IsolatedTaskFailed, match="KubernetesPodTrigger reported timeout") as info:
+        deferral.resume(task, context, event)
+    assert "execution_timeout" in str(info.value)
+    assert kube.pods == {} and kube.secrets_left() == KEYS_ONLY
+
+
 def test_mapped_deferrable_task_gets_one_pod_and_one_secret_per_index(kube):
     pod_backend = backend()
     for index in range(3):
