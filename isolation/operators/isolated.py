@@ -21,6 +21,7 @@ Where things happen (see docs/howto-local.md for the DAG author's view):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -332,7 +333,13 @@ class IsolatedOperator(BaseOperator):
         try:
             environment = self._rendered_environment()
             found = self._discover()
-            secrets = _secret_values(self._resolve_connections(found), self._resolve_variables(found))
+            try:
+                secrets = _secret_values(self._resolve_connections(found), self._resolve_variables(found))
+            except IsolationError:
+                # The pod still runs and owns its Secret: end both, without the log no masker covers.
+                with contextlib.suppress(Exception):
+                    backend.resume(environment, deferred, event, lambda line: None)
+                raise
             self._log_masker = _mask(secrets)
             self._log_forward = IsolatedLog(self.log, self._log_masker.mask)
             self.log.info(

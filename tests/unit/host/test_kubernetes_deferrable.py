@@ -227,6 +227,20 @@ def test_the_tasks_execution_timeout_reaches_the_trigger_and_ends_as_one_clear_f
     assert kube.pods == {} and kube.secrets_left() == KEYS_ONLY
 
 
+def test_a_connection_gone_while_deferred_fails_the_resume_and_still_removes_pod_and_secret(kube, monkeypatch, capsys):
+    dag, task = isolated(backend(), operator=BASH, bash_command='echo "{{ conn.warehouse.password }}" && echo finished')
+    context = make_context(dag, task)
+    task.render_template_fields(context)
+    deferral = Deferral(task, context)
+    event = deferral.fire()
+    monkeypatch.delenv("AIRFLOW_CONN_WAREHOUSE")  # the masker cannot be rebuilt
+    with pytest.raises(ConfigurationError, match="connection 'warehouse'"):
+        deferral.resume(task, context, event)
+    log = capsys.readouterr()
+    assert_no_secret(log.out + log.err, "the task log")
+    assert kube.pods == {} and kube.secrets_left() == KEYS_ONLY
+
+
 def test_mapped_deferrable_task_gets_one_pod_and_one_secret_per_index(kube):
     pod_backend = backend()
     for index in range(3):
