@@ -12,7 +12,10 @@ isolation needs around it:
    this process dies; and deleted by this process on every exit path too;
 3. the pod's log lines go to the host's masker, not to the provider's logger; the result
    document and the container's exit code go back to ``IsolatedOperator``, which pushes
-   the wrapped operator's own XComs.
+   the wrapped operator's own XComs;
+4. with ``deferrable=True``, the provider's deferral becomes the ``IsolatedOperator``'s
+   (names only are stored; the Secret stays with the pod) and :meth:`KubernetesBackend.resume`
+   re-enters the provider's ``trigger_reentry`` when the trigger fires.
 """
 
 from __future__ import annotations
