@@ -9,8 +9,9 @@ outcomes) stays in ``IsolatedOperator``; a backend never sees plaintext task sta
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 MAX_RESULT_BYTES = 16 * 1024 * 1024
 """A backend reads at most one byte more than this of a result document."""
@@ -20,6 +21,9 @@ Sealer = Callable[[str | None], str]
 ``/airflow/xcom/return.json``); returns the envelope text."""
 LogSink = Callable[[str], None]
 """Receives each log line of the isolated task (without its newline), live."""
+RESUME_METHOD = "resume_isolated"
+"""The ``IsolatedOperator`` method a backend's ``TaskDeferred`` names: Airflow calls it when
+the trigger fires, and it hands the event to :meth:`Backend.resume`."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,16 @@ class Backend(abc.ABC):
         Must leave nothing behind (process, temporary file) whether it returns or raises,
         including when interrupted by a task timeout.
         """
+
+    def resume(self, environment: str, state: Mapping[str, Any], event: Any, on_log: LogSink) -> RunOutcome:
+        """Finish a task whose :meth:`run` deferred (raised Airflow's ``TaskDeferred`` naming
+        :data:`RESUME_METHOD`), given the names it deferred with and the trigger's event.
+
+        Only backends that defer implement it; the same cleanup rules as :meth:`run` apply.
+        """
+        from isolation.errors import ConfigurationError
+
+        raise ConfigurationError(f"backend {self.name!r} does not defer, so it cannot resume a task")
 
     def cancel(self) -> None:  # noqa: B027 - optional hook
         """Stop the running task now; called from ``on_kill`` (a signal handler)."""

@@ -21,6 +21,7 @@ Where things happen (see docs/howto-local.md for the DAG author's view):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -321,6 +322,49 @@ class IsolatedOperator(BaseOperator):
             len(xcom_inputs),
         )
         outcome = backend.run(environment, seal, self._log_line)
+        return self._conclude(context, backend, environment, built, outcome)
+
+    def resume_isolated(self, context: Any, event: Any = None, **deferred: Any) -> Any:
+        """Where Airflow resumes this task after its backend deferred (``KubernetesBackend(deferrable=True)``).
+
+        ``deferred`` holds the names the backend deferred with (no secret: Airflow stores them);
+        the host's masker is rebuilt from the connections and variables the task refers to,
+        so the log lines fetched now are masked as in :meth:`execute`.
+        """
+        backend = get_backend(self.backend).bind(context, self.task_id)
+        self._running = backend
+        try:
+            environment = self._rendered_environment()
+            found = self._discover()
+            try:
+                secrets = _secret_values(self._resolve_connections(found), self._resolve_variables(found))
+            except IsolationError:
+                # The pod still runs and owns its Secret: end both, without the log no masker covers.
+                with contextlib.suppress(Exception):
+                    backend.resume(environment, deferred, event, lambda line: None)
+                raise
+            self._log_masker = _mask(secrets)
+            self._log_forward = IsolatedLog(self.log, self._log_masker.mask)
+            self.log.info(
+                "Resuming %s in isolated environment %r (backend %s)", self.operator_path, environment, backend.name
+            )
+            outcome = backend.resume(environment, deferred, event, self._log_line)
+            return self._conclude(context, backend, environment, backend.built_versions(environment), outcome)
+        except IsolationError as exc:
+            self.log.error("%s", exc.diagnostics())
+            raise
+        finally:
+            self._running = None
+
+    def _conclude(
+        self,
+        context: Any,
+        backend: Backend,
+        environment: str,
+        built: tuple[str | None, str | None] | None,
+        outcome: RunOutcome,
+    ) -> Any:
+        """How a run ends, deferred or not: its outcome, the wrapped operator's XComs, downstream."""
         result = _interpret(outcome, environment, self._log_masker, backend=backend.name)
         ti = context["ti"]
         for xcom in result.xcoms:

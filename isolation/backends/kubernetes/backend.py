@@ -12,19 +12,25 @@ isolation needs around it:
    this process dies; and deleted by this process on every exit path too;
 3. the pod's log lines go to the host's masker, not to the provider's logger; the result
    document and the container's exit code go back to ``IsolatedOperator``, which pushes
-   the wrapped operator's own XComs.
+   the wrapped operator's own XComs;
+4. with ``deferrable=True``, the provider's deferral becomes the ``IsolatedOperator``'s
+   (names only are stored; the Secret stays with the pod) and :meth:`KubernetesBackend.resume`
+   re-enters the provider's ``trigger_reentry`` when the trigger fires.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import datetime as dt
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from isolation.backends.base import Backend, LogSink, RunOutcome, Sealer
+from isolation.backends.base import RESUME_METHOD, Backend, LogSink, RunOutcome, Sealer
 from isolation.backends.kubernetes import pod as pods
 from isolation.backends.kubernetes import secret as secrets
 from isolation.errors import ConfigurationError, IsolatedTaskFailed
@@ -73,10 +79,12 @@ class KubernetesBackend(Backend):
             raise ConfigurationError(
                 f"unknown Kubernetes envelope transport {transport!r}", hint="use 'secret' (default) or 'env'"
             )
-        if pod_options.get("deferrable"):
+        if pod_options.get("deferrable") and pod_options.get("logging_interval") is not None:
+            # The trigger would print the pod's lines in the triggerer, past the host's masker.
             raise ConfigurationError(
-                "deferrable=True is not supported by the isolation Kubernetes backend yet",
-                hint="leave deferrable out: the task waits for its pod in the worker",
+                "KubernetesBackend(deferrable=True) does not take logging_interval=",
+                hint="leave logging_interval out: the pod's log is fetched through the task's masker "
+                "when the task resumes",
             )
         self.images = dict(images or {})
         self.transport: Transport = transport
@@ -85,6 +93,7 @@ class KubernetesBackend(Backend):
         self._context: Any = None
         self._task_id = "isolated"
         self._operator: Any = None
+        self._secret: tuple[str, str] | None = None  # (name, namespace) of this task's envelope Secret
 
     # -- Backend interface ---------------------------------------------------------------
 
@@ -93,6 +102,7 @@ class KubernetesBackend(Backend):
         bound._context = context
         bound._task_id = task_id
         bound._operator = None
+        bound._secret = None
         return bound
 
     def check(self, environment: str) -> None:
@@ -111,10 +121,7 @@ class KubernetesBackend(Backend):
         return image
 
     def run(self, environment: str, seal: Sealer, on_log: LogSink) -> RunOutcome:
-        if self._context is None:
-            raise ConfigurationError(
-                "KubernetesBackend.run needs the task's Airflow context", hint="call bind(context, task_id) first"
-            )
+        self._need_context("run")
         image = self.image_of(environment)
         # No result path in the envelope: the runtime's default is KubernetesPodOperator's
         # /airflow/xcom/return.json, and the pod spec can say otherwise.
@@ -128,35 +135,87 @@ class KubernetesBackend(Backend):
             envelope_secret=envelope_secret,
             keys_secret=keys_secret,
             envelope_env=text if self.transport == "env" else None,
-            options=self.pod_options,
+            options=self._options(environment, envelope_secret),
             on_log=on_log,
         )
         self._operator = operator
         context = _PodContext.wrap(self._context)
-        created: str | None = None
-        namespace: str | None = None
-        try:
-            client, namespace = _prepare(operator, context, self.pod_options.get("kubernetes_conn_id"))
-            _check_keys_secret(client, keys_secret, namespace, environment)
-            if envelope_secret is not None:
-                client.create_namespaced_secret(
-                    namespace, secrets.manifest(envelope_secret, namespace, environment, text)
-                )
-                created = envelope_secret
-                operator.envelope_secret = envelope_secret
-            return _outcome(operator, context)
-        finally:
-            if created is not None and namespace is not None:
-                _delete_secret(operator, created, namespace)
+        client, namespace = _prepare(operator, context, self.pod_options.get("kubernetes_conn_id"))
+        _check_keys_secret(client, keys_secret, namespace, environment)
+        if envelope_secret is not None:
+            client.create_namespaced_secret(namespace, secrets.manifest(envelope_secret, namespace, environment, text))
+            self._secret = (envelope_secret, namespace)
+            operator.envelope_secret = envelope_secret
+        return self._finish(environment, operator, lambda: operator.execute(context))
+
+    def resume(self, environment: str, state: Mapping[str, Any], event: Any, on_log: LogSink) -> RunOutcome:
+        """Re-enter KubernetesPodOperator where its trigger left it; delete the Secret after."""
+        self._need_context("resume")
+        resumed = ResumeState.of(state, event, environment)
+        operator = build_operator(
+            task_id=self._task_id,
+            image=self.image_of(environment),
+            envelope_secret=resumed.secret,
+            keys_secret=self.keys_secret or pods.keys_secret_name(environment),
+            envelope_env=None,  # the pod exists: its spec is not built again
+            options=self._options(environment, resumed.secret),
+            on_log=on_log,
+        )
+        operator.envelope_secret = resumed.secret
+        self._operator = operator
+        if resumed.secret is not None:
+            self._secret = (resumed.secret, resumed.namespace)
+        context = _PodContext.wrap(self._context)
+        reenter = getattr(operator, resumed.method)
+        return self._finish(
+            environment, operator, lambda: reenter(context, event=event, **resumed.method_kwargs), event=event
+        )
 
     def cancel(self) -> None:
         operator = self._operator
         if operator is not None:
             operator.on_kill()
-            secret_name = getattr(operator, "envelope_secret", None)
-            pod = operator.pod_request_obj
-            if secret_name and pod is not None:
-                _delete_secret(operator, secret_name, pod.metadata.namespace)
+            if self._secret is not None:
+                _delete_secret(operator, *self._secret)
+
+    def _need_context(self, what: str) -> None:
+        if self._context is None:
+            raise ConfigurationError(
+                f"KubernetesBackend.{what} needs the task's Airflow context", hint="call bind(context, task_id) first"
+            )
+
+    def _options(self, environment: str, envelope_secret: str | None) -> dict[str, Any]:
+        """The pod options; when deferrable, the trigger also echoes the names resume needs
+        and watches the task's ``execution_timeout``.
+
+        ``dag.test()`` resumes a task with the trigger's event alone (it drops the deferral's
+        kwargs), and KubernetesPodTrigger puts its ``trigger_kwargs`` into every event.
+        """
+        options = dict(self.pod_options)
+        if options.get("deferrable"):
+            echoed = {RESUME_KEY: {"environment": environment, "secret": envelope_secret}}
+            options["trigger_kwargs"] = {**(options.get("trigger_kwargs") or {}), **echoed}
+            # The task's execution_timeout bounds the trigger too, as it does for KPO itself
+            # (Airflow does not count the time a task spends deferred).
+            task = self._context.get("task") if isinstance(self._context, Mapping) else None
+            if "execution_timeout" not in options and getattr(task, "execution_timeout", None) is not None:
+                options["execution_timeout"] = task.execution_timeout  # type: ignore[union-attr]
+        return options
+
+    def _finish(self, environment: str, operator: Any, call: Callable[[], Any], *, event: Any = None) -> RunOutcome:
+        """Run ``call``; a deferral keeps the Secret for the pod, every other ending deletes it."""
+        from airflow.providers.common.compat.sdk import TaskDeferred
+
+        deferred = False
+        try:
+            return _outcome(operator, call, event)
+        except TaskDeferred as defer:
+            deferred = True
+            raise _deferral(defer, environment, operator) from None
+        finally:
+            if self._secret is not None and not deferred:
+                _delete_secret(operator, *self._secret)
+                self._secret = None
 
     def _check_size(self, size: int) -> None:
         limit = ENV_VAR_LIMIT if self.transport == "env" else FILE_LIMIT
@@ -246,15 +305,18 @@ def _delete_secret(operator: Any, name: str, namespace: str) -> None:
             log.warning("could not delete the envelope Secret %s/%s (HTTP %s)", namespace, name, exc.status)
 
 
-def _outcome(operator: Any, context: Any) -> RunOutcome:
-    """Run the operator; turn what it did into the runtime's exit code and result document."""
+def _outcome(operator: Any, call: Callable[[], Any], event: Any = None) -> RunOutcome:
+    """Run the operator (``call``); turn what it did into the runtime's exit code and result document.
+
+    ``event`` is the trigger's, when the operator re-enters after a deferral.
+    """
     # The provider's own compatibility layer: the exception classes it raises on Airflow 2 and 3.
     from airflow.providers.cncf.kubernetes.kubernetes_helper_functions import PodLaunchFailedException
     from airflow.providers.cncf.kubernetes.utils.pod_manager import PodLaunchTimeoutException
     from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException
 
     try:
-        operator.execute(context)
+        call()
     except AirflowSkipException:
         pass
     except AirflowException as exc:
@@ -267,6 +329,8 @@ def _outcome(operator: Any, context: Any) -> RunOutcome:
                 "tolerations and resources; kubectl describe pod shows the scheduler's events",
             ) from None
         if operator.exit_code is None:
+            if isinstance(event, Mapping) and event.get("status") in ("timeout", "error", "failed"):
+                raise _trigger_failure(event) from None
             raise
     code = operator.exit_code
     if code is None:
@@ -291,6 +355,90 @@ def _cause(exc: BaseException | None, kind: tuple[type[BaseException], ...]) -> 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
+
+
+def _trigger_failure(event: Mapping[str, Any]) -> IsolatedTaskFailed:
+    """The trigger's timeout or error, when the pod never ran the runtime to its end."""
+    message = str(event.get("message") or "no detail").strip().splitlines()
+    return IsolatedTaskFailed(
+        f"the pod of the isolated task did not finish: KubernetesPodTrigger reported "
+        f"{event.get('status')}: {message[0][:300] if message else 'no detail'}",
+        hint="check the image reference and its pull secret (image_pull_secrets=), the node selector, "
+        "tolerations and resources, and startup_timeout_seconds / schedule_timeout_seconds; "
+        "kubectl describe pod shows the scheduler's events",
+    )
+
+
+RESUME_KEY = "isolation_resume"
+"""The key of the deferral's kwargs (and of the trigger's event) holding :class:`ResumeState`."""
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What a deferred task needs to resume: names only, never a secret (stored in Airflow's database)."""
+
+    environment: str
+    secret: str | None
+    namespace: str
+    pod: str
+    method: str = "trigger_reentry"
+    method_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, deferred: Mapping[str, Any], event: Any, environment: str) -> ResumeState:
+        """The state stored with the deferral; else what the trigger echoed (``dag.test()`` keeps only the event)."""
+        event = event if isinstance(event, Mapping) else {}
+        echoed = event.get(RESUME_KEY) if isinstance(event.get(RESUME_KEY), Mapping) else {}
+        stored = deferred.get(RESUME_KEY) or {"namespace": event.get("namespace"), "pod": event.get("name"), **echoed}
+        try:
+            made = cls(**stored)
+        except TypeError:
+            made = None
+        if made is None or not made.namespace or not made.pod:
+            raise IsolatedTaskFailed(
+                "the deferred isolated task cannot resume: the state it deferred with is not the Kubernetes backend's",
+                hint="clear the task to run it again",
+            )
+        if made.environment != environment:
+            raise IsolatedTaskFailed(
+                f"the deferred isolated task ran in environment {made.environment!r}, not {environment!r}",
+                hint="clear the task to run it again",
+            )
+        if made.method != "trigger_reentry":
+            # Only the provider's own re-entry point: a stored name must not pick any method.
+            raise IsolatedTaskFailed(f"the deferred isolated task names an unknown re-entry method {made.method!r}")
+        return made
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {
+            "environment": self.environment,
+            "secret": self.secret,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "method": self.method,
+            "method_kwargs": dict(self.method_kwargs),
+        }
+
+
+def _deferral(defer: Any, environment: str, operator: Any) -> BaseException:
+    """KubernetesPodOperator's deferral, as the IsolatedOperator's: same trigger, same timeout."""
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    pod = operator.pod
+    state = ResumeState(
+        environment=environment,
+        secret=operator.envelope_secret,
+        namespace=pod.metadata.namespace,
+        pod=pod.metadata.name,
+        method=defer.method_name,
+        method_kwargs=dict(defer.kwargs or {}),
+    )
+    return TaskDeferred(
+        trigger=defer.trigger,
+        method_name=RESUME_METHOD,
+        kwargs={RESUME_KEY: state.as_kwargs()},
+        timeout=defer.timeout,
+    )
 
 
 class _PodContext(dict):  # type: ignore[type-arg]
@@ -400,6 +548,23 @@ def _operator_class() -> type:
                 )
             return pod
 
+        def _write_logs(self, pod: Any, follow: bool = False, since_time: Any = None) -> None:  # type: ignore[override]
+            """After a deferral the provider reads the log here: its lines go to the host's masker too."""
+            since_seconds = None
+            if since_time is not None:
+                since_seconds = max(1, math.ceil((_now() - _as_datetime(since_time)).total_seconds()))
+            logs = self.client.read_namespaced_pod_log(
+                name=pod.metadata.name,
+                namespace=pod.metadata.namespace,
+                container=self.base_container_name,
+                follow=follow,
+                timestamps=False,
+                since_seconds=since_seconds,
+                _preload_content=False,
+            )
+            for raw in logs:
+                self._line(raw.decode("utf-8", errors="backslashreplace").rstrip("\n"))
+
         def extract_xcom(self, pod: Any, **kwargs: Any) -> Any:
             self.result = super().extract_xcom(pod, **kwargs)
             return self.result
@@ -413,6 +578,15 @@ def _operator_class() -> type:
 
     _CLASS = IsolatedPodOperator
     return _CLASS
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _as_datetime(value: Any) -> dt.datetime:
+    """The trigger's ``last_log_time``: a datetime, or its ISO text once it went through the database."""
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def _exit_code(remote_pod: Any, container: str) -> int | None:

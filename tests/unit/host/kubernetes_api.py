@@ -408,3 +408,98 @@ class _ExecResult:
 
     def __exit__(self, *exc: Any) -> None:
         pass
+
+
+class AsyncCoreV1Api:
+    """``kubernetes_asyncio``'s CoreV1Api for KubernetesPodTrigger, answered from a stand-in's state.
+
+    The trigger's hook (``AsyncKubernetesHook``) opens a real ``kubernetes_asyncio`` ApiClient;
+    only the calls that would reach an API server are answered here, with the asyncio
+    client's own models, from the same pods and containers the synchronous stand-in runs.
+    """
+
+    def __init__(self, api: FakeKubernetesApi, connection: Any) -> None:
+        self.api = api
+        self.connection = connection  # the real ApiClient: its deserialiser makes the models
+
+    def _model(self, data: Any, kind: str) -> Any:
+        return self.connection._ApiClient__deserialize(data, kind)
+
+    async def read_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        self.api.calls.append("async_read_pod")
+        try:
+            pod = self.api.read_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            raise _async_error(exc) from None
+        return self._model(self.api.api_client.sanitize_for_serialization(pod), "V1Pod")
+
+    async def delete_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        self.api.calls.append("async_delete_pod")
+        try:
+            return self.api.delete_namespaced_pod(name, namespace)
+        except ApiException as exc:
+            raise _async_error(exc) from None
+
+    async def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> Any:
+        import asyncio
+
+        try:
+            response = await asyncio.to_thread(self.api.read_namespaced_pod_log, name, namespace, **kwargs)
+        except ApiException as exc:
+            raise _async_error(exc) from None
+        return _AsyncBody(response.data)
+
+    async def list_namespaced_event(self, namespace: str, **kwargs: Any) -> Any:
+        """:rtype: CoreV1EventList"""  # the watch reads its item type from here
+        if kwargs.get("watch"):
+            return _QuietWatch(float(kwargs.get("timeout_seconds") or 1))
+        return self._model({"items": [], "metadata": {"resourceVersion": "1"}}, "CoreV1EventList")
+
+
+def _async_error(exc: ApiException) -> Exception:
+    from kubernetes_asyncio.client.exceptions import ApiException as AsyncApiException
+
+    error = AsyncApiException(status=exc.status, reason=exc.reason)
+    error.body = exc.body
+    return error
+
+
+class _AsyncBody:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    async def read(self) -> bytes:
+        return self.data
+
+
+class _QuietWatch:
+    """An event watch on which nothing happens: it ends after a short wait, as a watch times out."""
+
+    def __init__(self, timeout: float) -> None:
+        self.content = self
+        self.timeout = min(timeout, 0.5)
+
+    async def readline(self) -> bytes:
+        import asyncio
+
+        await asyncio.sleep(self.timeout)
+        return b""
+
+    def close(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+def stand_in_async(api: FakeKubernetesApi, monkeypatch: Any) -> None:
+    """Point KubernetesPodTrigger's asyncio hook at ``api``: only the API server is replaced."""
+    import kubernetes_asyncio.client as async_client
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import AsyncKubernetesHook
+
+    async def load_config(self: Any) -> None:  # where the API server is: here, the stand-in
+        if self.client_configuration is None:
+            self.client_configuration = async_client.Configuration()
+
+    monkeypatch.setattr(AsyncKubernetesHook, "_load_config", load_config)
+    monkeypatch.setattr(async_client, "CoreV1Api", lambda connection=None: AsyncCoreV1Api(api, connection))
