@@ -60,6 +60,8 @@ START_TIMEOUT = 60.0
 # server is taken to hang, and the task starts cold (the envelope was not sent yet).
 REQUEST_TIMEOUT = 10.0
 _CONNECT_TIMEOUT = 2.0
+# How long a host that gives up a child it asked for waits to hear that the child ended.
+ABANDON_TIMEOUT = 5.0
 # Only processes kept here: a detached server must not be reaped by anyone else.
 _SERVERS: list[subprocess.Popen[bytes]] = []
 
@@ -434,6 +436,23 @@ class PendingTask:
         for item in (self.stdin, self.stdout, self.conn):
             with contextlib.suppress(OSError):
                 item.close()
+
+    def abandon(self, timeout: float = ABANDON_TIMEOUT) -> None:
+        """Give the child up and wait (up to ``timeout``) until the server says it has ended.
+
+        The host returns from a failed task with nothing of the task left running.
+        """
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(OSError, protocol.ProtocolError):
+            protocol.send(self.conn, {"op": protocol.SIGNAL, "signal": int(signal.SIGKILL)})
+            while (left := deadline - time.monotonic()) > 0:
+                self.conn.settimeout(left)
+                message, fds = protocol.receive(self.conn)
+                for fd in fds:
+                    os.close(fd)
+                if message.get("op") in (protocol.EXIT, protocol.ERROR):
+                    break
+        self.close()
 
 
 def request(

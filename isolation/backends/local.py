@@ -28,6 +28,7 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -147,9 +148,14 @@ class LocalBackend(Backend):
         env = self.locate(environment)
         if not self._warm_enabled(env):
             return
+        try:
+            # Only a server already running: a task that fails before run() starts none.
+            conn = _warm.connect(env)
+        except WarmServerUnavailable:
+            return  # run() starts one, or says why not and starts the task cold
         result_fd = os.memfd_create(f"isolation-result-{environment}", os.MFD_CLOEXEC)
         try:
-            self._early = _EarlyChild(environment, result_fd, self._request_warm(env, result_fd))
+            self._early = _EarlyChild(environment, result_fd, self._request_warm(env, result_fd, conn))
         except WarmServerUnavailable as exc:
             self._early = _EarlyChild(environment, result_fd, None, exc)
         except BaseException:
@@ -211,9 +217,12 @@ class LocalBackend(Backend):
             return False
         return env.settings.warm.enabled
 
-    def _request_warm(self, env: LocalEnvironment, result_fd: int) -> _WarmRequest:
-        """Ask the environment's warm server for a child; raises WarmServerUnavailable."""
-        conn = _warm.ensure(env, self._base_environment())
+    def _request_warm(self, env: LocalEnvironment, result_fd: int, conn: socket.socket | None = None) -> _WarmRequest:
+        """Ask the environment's warm server (over ``conn``, else one started if need be) for a child.
+
+        Raises WarmServerUnavailable.
+        """
+        conn = conn or _warm.ensure(env, self._base_environment())
         lifeline_read, lifeline_write = os.pipe()
         cgroup = sandbox.task_cgroup(env.settings)
         cgroup_fds: list[int] = []
@@ -477,6 +486,7 @@ class _EarlyChild:
 
     def close(self) -> None:
         if self.request is not None:
+            self.request.pending.abandon()
             self.request.close()
             self.request = None
         if self.result_fd >= 0:
