@@ -43,6 +43,26 @@ def make_context(dag: Any, task: Any, map_index: int = -1) -> dict[str, Any]:
     return {"ti": ti, "params": {}, "run_id": ti.run_id, "dag": dag, "task": task}
 
 
+def bash_task(command: str, environment: str = "legacy") -> tuple[Any, dict[str, Any]]:
+    """A one-task DAG: a BashOperator isolated on the Kubernetes backend; the task and its context."""
+    import datetime as dt
+
+    from airflow.sdk import DAG
+
+    from isolation.backends.kubernetes import KubernetesBackend
+    from isolation.operators.isolated import IsolatedOperator
+
+    with DAG("kube", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
+        task = IsolatedOperator(
+            task_id="t",
+            operator="airflow.operators.bash.BashOperator",
+            environment=environment,
+            backend=KubernetesBackend(namespace=NAMESPACE),
+            bash_command=command,
+        )
+    return task, make_context(dag, task)
+
+
 def assert_no_secret(text: str, where: str) -> None:
     for value in [*KNOWN_SECRETS, *_KEY_MATERIAL]:
         assert value not in text, f"{where} holds a secret"

@@ -8,17 +8,12 @@ a real API server would authorise; the documented Role must allow each of them.
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
 import yaml
-from airflow.sdk import DAG
 from kubernetes_api import FakeStream
-from kubernetes_support import NAMESPACE, make_context, stand_in
-
-from isolation.backends.kubernetes import KubernetesBackend
-from isolation.operators.isolated import IsolatedOperator
+from kubernetes_support import bash_task, stand_in
 
 HOWTO = Path(__file__).resolve().parents[2].parent / "docs" / "howto-kubernetes.md"
 # CoreV1Api method -> (resource, verb), as the API server authorises it.
@@ -75,15 +70,8 @@ def test_the_documented_role_allows_every_call_a_task_makes(kube, monkeypatch):
         return exec_original(self, *args, **kwargs)
 
     monkeypatch.setattr(FakeStream, "__call__", exec_recorded)
-    with DAG("kube", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
-        task = IsolatedOperator(
-            task_id="t",
-            operator="airflow.operators.bash.BashOperator",
-            environment="legacy",
-            backend=KubernetesBackend(namespace=NAMESPACE),
-            bash_command="echo rbac",
-        )
-    task.execute(make_context(dag, task))
+    task, context = bash_task("echo rbac")
+    task.execute(context)
     assert {("pods", "create"), ("secrets", "create"), ("pods/exec", "create")} <= used
     allowed = _documented_role()
     missing = sorted(f"{verb} {resource}" for resource, verb in used if verb not in allowed.get(resource, set()))

@@ -7,15 +7,10 @@ host here writes the prefix of a newer envelope version than the runtime reads.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
-from airflow.sdk import DAG
-from kubernetes_support import NAMESPACE, make_context, stand_in
+from kubernetes_support import bash_task, stand_in
 
-from isolation.backends.kubernetes import KubernetesBackend
 from isolation.errors import IsolatedTaskRejected
-from isolation.operators.isolated import IsolatedOperator
 from isolation.transport import envelope
 
 
@@ -27,15 +22,7 @@ def kube(tmp_path, monkeypatch):
 def test_a_runtime_older_than_the_hosts_envelope_says_to_rebuild_the_image(kube, monkeypatch):
     newer = envelope.VERSION + 1
     monkeypatch.setattr(envelope, "PREFIX", envelope.MAGIC + bytes([newer]))
-    with DAG("kube", schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
-        task = IsolatedOperator(
-            task_id="t",
-            operator="airflow.operators.bash.BashOperator",
-            environment="legacy",
-            backend=KubernetesBackend(namespace=NAMESPACE),
-            bash_command="echo never",
-        )
-    context = make_context(dag, task)
+    task, context = bash_task("echo never")
     with pytest.raises(IsolatedTaskRejected, match=f"envelope version {newer} is not supported") as info:
         task.execute(context)
     assert "older than this host's" in info.value.hint
